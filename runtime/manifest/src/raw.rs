@@ -1,0 +1,269 @@
+//! Parse, then build: the TOML is first read into these raw, span-carrying
+//! structures (no I/O, unknown fields rejected), then validated into a
+//! [`Manifest`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{
+    check_relative_path, Digest, FileRef, Limits, Manifest, ManifestError, ManifestErrorKind,
+    PackageInfo, Stage,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    package: RawPackage,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    modules: BTreeMap<Spanned<String>, RawFile>,
+    #[serde(default)]
+    files: Vec<RawFile>,
+    #[serde(default)]
+    stages: Vec<RawStage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPackage {
+    name: Spanned<String>,
+    version: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    publisher: Spanned<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    fuel: Option<Spanned<u64>>,
+    memory_bytes: Option<Spanned<u64>>,
+    table_elements: Option<Spanned<u64>>,
+    module_bytes: Option<Spanned<u64>>,
+    output_bytes: Option<Spanned<u64>>,
+    stderr_bytes: Option<Spanned<u64>>,
+    host_calls: Option<Spanned<u64>>,
+    wall_time_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    path: Spanned<String>,
+    digest: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: Spanned<String>,
+    module: Spanned<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, String>,
+    #[serde(default)]
+    read: Vec<Spanned<String>>,
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn err(&self, span: &Range<usize>, field: impl Into<String>, kind: ManifestErrorKind) -> ManifestError {
+        ManifestError {
+            file: self.origin.to_string(),
+            line: Some(self.line(span)),
+            field: field.into(),
+            kind,
+        }
+    }
+
+    fn invalid(&self, span: &Range<usize>, field: impl Into<String>, msg: impl Into<String>) -> ManifestError {
+        self.err(span, field, ManifestErrorKind::Invalid(msg.into()))
+    }
+
+    fn digest(&self, s: &Spanned<String>, field: &str) -> Result<Digest, ManifestError> {
+        s.get_ref().parse::<Digest>().map_err(|e| {
+            self.invalid(
+                &s.span(),
+                field,
+                format!("{e}; compute it with `b3sum FILE` or let `tally pack` report the right one"),
+            )
+        })
+    }
+
+    fn path(&self, s: &Spanned<String>, field: &str) -> Result<String, ManifestError> {
+        check_relative_path(s.get_ref())
+            .map_err(|why| self.invalid(&s.span(), field, format!("unsafe path `{}`: {why}", s.get_ref())))?;
+        Ok(s.get_ref().clone())
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'))
+}
+
+pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+    let raw: RawManifest = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        ManifestError {
+            file: origin.to_string(),
+            line,
+            field: String::new(),
+            kind: ManifestErrorKind::Syntax(e.message().to_string()),
+        }
+    })?;
+    let cx = Ctx { text, origin };
+
+    // [package]
+    let p = &raw.package;
+    if !is_name(p.name.get_ref()) {
+        return Err(cx.invalid(
+            &p.name.span(),
+            "package.name",
+            "use 1 to 64 lowercase letters, digits, '-' or '_'",
+        ));
+    }
+    let version = p.version.get_ref();
+    if version.is_empty() || version.len() > 64 || version.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(cx.invalid(&p.version.span(), "package.version", "use 1 to 64 printable characters without spaces, e.g. \"1.0.0\""));
+    }
+    let mut publisher = [0u8; 32];
+    if hex::decode_to_slice(p.publisher.get_ref(), &mut publisher).is_err() {
+        return Err(cx.invalid(
+            &p.publisher.span(),
+            "package.publisher",
+            "expected the publisher's ed25519 public key as 64 hex digits (the contents of KEY.pub written by `tally keygen`)",
+        ));
+    }
+    let package = PackageInfo {
+        name: p.name.get_ref().clone(),
+        version: version.clone(),
+        description: p.description.clone(),
+        publisher,
+    };
+
+    // [limits]
+    let l = &raw.limits;
+    let mut limits = Limits::default();
+    for (name, raw, slot) in [
+        ("fuel", &l.fuel, &mut limits.fuel),
+        ("memory_bytes", &l.memory_bytes, &mut limits.memory_bytes),
+        ("table_elements", &l.table_elements, &mut limits.table_elements),
+        ("module_bytes", &l.module_bytes, &mut limits.module_bytes),
+        ("output_bytes", &l.output_bytes, &mut limits.output_bytes),
+        ("stderr_bytes", &l.stderr_bytes, &mut limits.stderr_bytes),
+        ("host_calls", &l.host_calls, &mut limits.host_calls),
+        ("wall_time_ms", &l.wall_time_ms, &mut limits.wall_time_ms),
+    ] {
+        if let Some(v) = raw {
+            if *v.get_ref() == 0 {
+                return Err(cx.invalid(&v.span(), format!("limits.{name}"), "a limit must be greater than zero; leave it out to get the default"));
+            }
+            *slot = Some(*v.get_ref());
+        }
+    }
+
+    // Modules and files: every path once.
+    let mut paths = BTreeSet::new();
+    let mut modules = BTreeMap::new();
+    for (name, f) in &raw.modules {
+        let field = format!("modules.{}", name.get_ref());
+        if !is_name(name.get_ref()) {
+            return Err(cx.invalid(&name.span(), field, "a module name has 1 to 64 lowercase letters, digits, '-' or '_'"));
+        }
+        let path = cx.path(&f.path, &format!("{field}.path"))?;
+        let digest = cx.digest(&f.digest, &format!("{field}.digest"))?;
+        if !paths.insert(path.clone()) {
+            return Err(cx.err(&f.path.span(), format!("{field}.path"), ManifestErrorKind::Duplicate(path)));
+        }
+        modules.insert(name.get_ref().clone(), FileRef { path, digest });
+    }
+    let mut files = Vec::new();
+    for (i, f) in raw.files.iter().enumerate() {
+        let field = format!("files[{i}]");
+        let path = cx.path(&f.path, &format!("{field}.path"))?;
+        let digest = cx.digest(&f.digest, &format!("{field}.digest"))?;
+        if !paths.insert(path.clone()) {
+            return Err(cx.err(&f.path.span(), format!("{field}.path"), ManifestErrorKind::Duplicate(path)));
+        }
+        files.push(FileRef { path, digest });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+
+    // Stages.
+    if raw.stages.is_empty() {
+        return Err(ManifestError {
+            file: origin.to_string(),
+            line: None,
+            field: "stages".into(),
+            kind: ManifestErrorKind::Invalid(
+                "a package needs at least one stage: add a [[stages]] table with `name` and `module`".into(),
+            ),
+        });
+    }
+    let mut stage_names = BTreeSet::new();
+    let mut stages = Vec::new();
+    for (i, s) in raw.stages.iter().enumerate() {
+        let field = format!("stages[{i}]");
+        if !is_name(s.name.get_ref()) {
+            return Err(cx.invalid(&s.name.span(), format!("{field}.name"), "a stage name has 1 to 64 lowercase letters, digits, '-' or '_'"));
+        }
+        if !stage_names.insert(s.name.get_ref().clone()) {
+            return Err(cx.err(&s.name.span(), format!("{field}.name"), ManifestErrorKind::Duplicate(s.name.get_ref().clone())));
+        }
+        if !modules.contains_key(s.module.get_ref()) {
+            return Err(cx.err(
+                &s.module.span(),
+                format!("{field}.module"),
+                ManifestErrorKind::Dangling { what: "module", name: s.module.get_ref().clone() },
+            ));
+        }
+        let mut env = BTreeMap::new();
+        for (k, v) in &s.env {
+            let key = k.get_ref();
+            if key.is_empty() || key.contains('=') || key.contains('\0') || v.contains('\0') {
+                return Err(cx.invalid(&k.span(), format!("{field}.env.{key}"), "an environment name is non-empty and has no '=' or NUL; values have no NUL"));
+            }
+            env.insert(key.clone(), v.clone());
+        }
+        if s.args.iter().any(|a| a.contains('\0')) {
+            return Err(cx.invalid(&s.name.span(), format!("{field}.args"), "arguments cannot contain NUL"));
+        }
+        let mut read = Vec::new();
+        for (j, r) in s.read.iter().enumerate() {
+            let rfield = format!("{field}.read[{j}]");
+            let path = cx.path(r, &rfield)?;
+            if !files.iter().any(|f| f.path == path) {
+                return Err(cx.err(&r.span(), rfield, ManifestErrorKind::Dangling { what: "file", name: path }));
+            }
+            if read.contains(&path) {
+                return Err(cx.err(&r.span(), rfield, ManifestErrorKind::Duplicate(path)));
+            }
+            read.push(path);
+        }
+        stages.push(Stage {
+            name: s.name.get_ref().clone(),
+            module: s.module.get_ref().clone(),
+            args: s.args.clone(),
+            env,
+            read,
+        });
+    }
+
+    Ok(Manifest { package, limits, modules, files, stages })
+}

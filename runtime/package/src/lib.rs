@@ -1,0 +1,1 @@
+//! Tally package bundles: packing, signing and safely reading single-file packages.

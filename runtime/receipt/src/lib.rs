@@ -1,0 +1,1 @@
+//! Tally receipts: claims, their canonical digest, seals and verification logic.

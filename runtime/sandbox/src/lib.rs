@@ -1,0 +1,1 @@
+//! Tally sandbox: the only crate that knows wasmtime; runs packages deterministically and metered.

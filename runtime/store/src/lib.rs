@@ -1,0 +1,1 @@
+//! Tally local store: content-addressed blobs and an embedded index.

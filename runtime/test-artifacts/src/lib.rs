@@ -1,0 +1,1 @@
+//! Build-time artifacts: the guest programs compiled for wasm32-wasip1.
