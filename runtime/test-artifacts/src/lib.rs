@@ -1,1 +1,12 @@
-//! Build-time artifacts: the guest programs compiled for wasm32-wasip1.
+//! Paths to the guest programs of `guests/`, compiled for `wasm32-wasip1` by
+//! this crate's build script (like wasmtime's test-programs artifacts), so
+//! that tests and benchmarks run real WebAssembly built from source rather
+//! than committed binaries.
+//!
+//! Each guest binary `NAME` becomes a constant `NAME` (uppercase, `-` as
+//! `_`) holding the absolute path of its `.wasm` file, and
+//! [`foreach_guest!`] calls a macro once per guest, so a test suite can check
+//! that every guest has a test.
+
+include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+

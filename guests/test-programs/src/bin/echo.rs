@@ -1,0 +1,4 @@
+//! Copies stdin to stdout.
+fn main() {
+    tally_guest::write_output(&tally_guest::read_input());
+}
