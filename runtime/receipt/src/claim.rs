@@ -1,0 +1,262 @@
+//! The claim: what a run determined, and how two claims are compared.
+
+use serde::{Deserialize, Serialize};
+use tally_digest::{Canon, Digest};
+use tally_manifest::ResolvedLimits;
+
+/// The domain tag of the claim's canonical encoding.
+pub const CLAIM_TAG: &str = "tally.ReceiptClaim.v1";
+
+/// Everything a run determined. Two honest hosts running the same package
+/// on the same input with the same seed and limits produce equal claims,
+/// except [`EngineInfo::target`] (see there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    /// [`crate::FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The Tally version that ran.
+    pub tally_version: String,
+    /// The engine and its determinism profile.
+    pub engine: EngineInfo,
+    /// The package id (canonical manifest digest).
+    pub package_id: Digest,
+    /// Digest of the run input.
+    pub input: Digest,
+    /// Digest of the run output: the last stage's stdout when the outcome is
+    /// `ok`, otherwise of the empty string.
+    pub output: Digest,
+    /// Length of the output in bytes.
+    pub output_len: u64,
+    /// The seed of every random stream the guests read.
+    pub seed: Digest,
+    /// The limits in force (manifest, capped by host policy and `--fuel`).
+    pub limits: ResolvedLimits,
+    /// The stages that ran, in order (a failed stage is the last one).
+    pub stages: Vec<StageClaim>,
+    /// Fuel consumed by the whole run.
+    pub fuel_consumed: u64,
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// Root of the hash chain over every host call ([`crate::Transcript`]).
+    pub transcript_root: Digest,
+    /// Number of host calls in the transcript.
+    pub host_calls: u64,
+}
+
+/// The engine that ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineInfo {
+    /// The wasmtime version (fuel costs differ between versions).
+    pub wasmtime_version: String,
+    /// Digest of the determinism profile: every engine setting that can
+    /// change a result (NaN canonicalisation, enabled proposals, fuel cost
+    /// table, stack size, virtual clocks, random stream, host-call costs).
+    /// Host-independent: must match for a replay to verify.
+    pub profile: Digest,
+    /// The profile digest combined with wasmtime's precompile compatibility
+    /// hash, which also covers the compilation target and CPU features.
+    /// Differs between hosts of different architectures by design; a
+    /// verifier reports a difference here as a cross-target replay, not a
+    /// mismatch.
+    pub target: Digest,
+}
+
+/// One stage that ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageClaim {
+    /// The stage name.
+    pub name: String,
+    /// Digest of its module.
+    pub module: Digest,
+    /// Digest of its stdin.
+    pub stdin: Digest,
+    /// Digest of its stdout (as far as it got).
+    pub stdout: Digest,
+    /// Digest of its stderr (capped).
+    pub stderr: Digest,
+    /// Fuel it consumed (the whole remaining budget if it trapped).
+    pub fuel_consumed: u64,
+    /// Host calls it made.
+    pub host_calls: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Every stage exited with status 0.
+    Ok,
+    /// A stage exited with a non-zero status. Deterministic.
+    Exit {
+        /// The stage.
+        stage: String,
+        /// Its exit status.
+        code: i32,
+    },
+    /// A stage trapped (`unreachable`, out-of-bounds access, division by
+    /// zero…). Deterministic.
+    Trap {
+        /// The stage.
+        stage: String,
+        /// wasmtime's trap code, e.g. `unreachable`.
+        trap: String,
+    },
+    /// A stage hit a limit: `fuel`, `memory`, `table`, `output`,
+    /// `host_calls` or `module_bytes`. Deterministic.
+    LimitExceeded {
+        /// The stage.
+        stage: String,
+        /// Which limit.
+        limit: String,
+    },
+    /// A stage's module was rejected before it ran (not valid WebAssembly,
+    /// imports outside the allowed set). Deterministic.
+    Rejected {
+        /// The stage.
+        stage: String,
+        /// Why.
+        reason: String,
+    },
+    /// The run was stopped for a reason that is NOT deterministic across
+    /// hosts: the wall-clock backstop, or a stack overflow (whose depth
+    /// differs between compilers and targets). Such a receipt records what
+    /// happened but cannot be verified by replay.
+    Aborted {
+        /// The stage.
+        stage: String,
+        /// `wall_time` or `stack_overflow`.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Whether the run completed successfully.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Ok)
+    }
+
+    /// Whether another honest host must reach the same outcome.
+    pub fn is_deterministic(&self) -> bool {
+        !matches!(self, Outcome::Aborted { .. })
+    }
+
+    fn encode(&self, c: &mut Canon) {
+        match self {
+            Outcome::Ok => {
+                c.u8(0);
+            }
+            Outcome::Exit { stage, code } => {
+                c.u8(1).str(stage).i64(*code as i64);
+            }
+            Outcome::Trap { stage, trap } => {
+                c.u8(2).str(stage).str(trap);
+            }
+            Outcome::LimitExceeded { stage, limit } => {
+                c.u8(3).str(stage).str(limit);
+            }
+            Outcome::Rejected { stage, reason } => {
+                c.u8(4).str(stage).str(reason);
+            }
+            Outcome::Aborted { stage, reason } => {
+                c.u8(5).str(stage).str(reason);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Ok => write!(f, "ok"),
+            Outcome::Exit { stage, code } => write!(f, "stage `{stage}` exited with status {code}"),
+            Outcome::Trap { stage, trap } => write!(f, "stage `{stage}` trapped: {trap}"),
+            Outcome::LimitExceeded { stage, limit } => write!(f, "stage `{stage}` exceeded the {limit} limit"),
+            Outcome::Rejected { stage, reason } => write!(f, "stage `{stage}` was rejected: {reason}"),
+            Outcome::Aborted { stage, reason } => {
+                write!(f, "stage `{stage}` was aborted ({reason}; not deterministic, cannot be verified by replay)")
+            }
+        }
+    }
+}
+
+impl Claim {
+    /// The claim digest: blake3 under [`CLAIM_TAG`] over the canonical
+    /// encoding of every field, in declaration order.
+    pub fn digest(&self) -> Digest {
+        let mut c = Canon::new(CLAIM_TAG);
+        c.u32(self.format_version)
+            .str(&self.tally_version)
+            .str(&self.engine.wasmtime_version)
+            .digest(&self.engine.profile)
+            .digest(&self.engine.target)
+            .digest(&self.package_id)
+            .digest(&self.input)
+            .digest(&self.output)
+            .u64(self.output_len)
+            .digest(&self.seed);
+        self.limits.encode(&mut c);
+        c.seq(&self.stages, |c, s| {
+            c.str(&s.name)
+                .digest(&s.module)
+                .digest(&s.stdin)
+                .digest(&s.stdout)
+                .digest(&s.stderr)
+                .u64(s.fuel_consumed)
+                .u64(s.host_calls);
+        });
+        c.u64(self.fuel_consumed);
+        self.outcome.encode(&mut c);
+        c.digest(&self.transcript_root).u64(self.host_calls);
+        c.finish()
+    }
+}
+
+/// One claim field that differs between a receipt and its replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mismatch {
+    /// The field's path, e.g. `stages[1].fuel_consumed`.
+    pub field: String,
+    /// The receipt's value (JSON).
+    pub expected: String,
+    /// The replay's value (JSON).
+    pub found: String,
+}
+
+/// Compares a receipt's claim (`expected`) with a replay's (`found`) field
+/// by field. `engine.target` is skipped: it legitimately differs between
+/// architectures (see [`EngineInfo::target`]).
+pub fn compare(expected: &Claim, found: &Claim) -> Vec<Mismatch> {
+    let a = serde_json::to_value(expected).expect("claims serialize");
+    let b = serde_json::to_value(found).expect("claims serialize");
+    let mut out = Vec::new();
+    diff("", &a, &b, &mut out);
+    out.retain(|m| m.field != "engine.target");
+    out
+}
+
+fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<Mismatch>) {
+    use serde_json::Value;
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) if x.get("kind").is_none() || x.get("kind") == y.get("kind") => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                diff(&join(k), x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            if x.len() != y.len() {
+                out.push(Mismatch { field: format!("{path}.len"), expected: x.len().to_string(), found: y.len().to_string() });
+            }
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff(&format!("{path}[{i}]"), p, q, out);
+            }
+        }
+        _ if a != b => out.push(Mismatch { field: path.to_string(), expected: a.to_string(), found: b.to_string() }),
+        _ => {}
+    }
+}
