@@ -1,1 +1,221 @@
-//! Tally sandbox: the only crate that knows wasmtime; runs packages deterministically and metered.
+//! The Tally sandbox: runs a package's pipeline in wasmtime, deterministically,
+//! metered and bounded, and returns the claim a receipt seals.
+//!
+//! Core types:
+//!
+//! * [`Sandbox`]: an engine configured with the determinism [`profile`], a
+//!   host [`Policy`] (caps on every limit), a pooling allocator, an epoch
+//!   ticker for the wall-clock backstop, and a compiled-module cache (memory,
+//!   and disk when [`SandboxConfig::cache_dir`] is set). Build one per
+//!   process and reuse it: a warm run neither recompiles nor re-links.
+//! * [`RunRequest`]: input, optional fuel override, optional seed, optional
+//!   exact limits (a verifier replays with the limits the claim records).
+//! * [`RunResult`]: the unsigned [`tally_receipt::Claim`], the
+//!   [`tally_receipt::Transcript`] of host calls, the output and each
+//!   stage's stderr.
+//! * [`Target`]: native Cranelift code or the Pulley interpreter; both give
+//!   the same claim except `engine.target`.
+//!
+//! Guest behaviour never becomes a Rust error: traps, exits, limits and
+//! rejected modules are [`tally_receipt::Outcome`]s. [`SandboxError`] is
+//! kept for host problems (engine configuration, temp files, policy).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tally_sandbox::{RunRequest, Sandbox, SandboxConfig};
+//! let sandbox = Sandbox::new(SandboxConfig::default())?;
+//! let package = tally_package::Package::from_bundle_file("demo.tally".as_ref(), 1 << 30)?;
+//! let result = sandbox.run(&package, &RunRequest::new(b"input"))?;
+//! println!("{} in {} fuel", result.claim.outcome, result.claim.fuel_consumed);
+//! # Ok(()) }
+//! ```
+//!
+//! **Invariant:** this is the only crate that knows wasmtime.
+
+mod cache;
+mod host;
+pub mod profile;
+mod run;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use run::{RunRequest, RunResult};
+use tally_manifest::{Limits, ResolvedLimits};
+
+/// Where compiled code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Target {
+    /// Cranelift machine code for this host (default).
+    #[default]
+    Native,
+    /// wasmtime's portable Pulley bytecode interpreter (`pulley64`): slower,
+    /// but a different code path, which makes it a cross-architecture
+    /// determinism check on one machine.
+    Pulley,
+}
+
+impl Target {
+    /// `native` or `pulley64`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Native => std::env::consts::ARCH,
+            Target::Pulley => "pulley64",
+        }
+    }
+}
+
+/// The host's caps. A run's limits are the manifest's limits (with their
+/// defaults), each capped by the policy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// The caps.
+    pub caps: ResolvedLimits,
+}
+
+impl Default for Policy {
+    /// Defaults: fuel 10¹¹, memory 1 GiB, 1 000 000 table elements, module
+    /// 64 MiB, output 256 MiB, stderr 1 MiB, 10 000 000 host calls, 10 minutes.
+    fn default() -> Self {
+        let mut l = Limits::default();
+        l.fuel = Some(100_000_000_000);
+        l.memory_bytes = Some(1 << 30);
+        l.table_elements = Some(1_000_000);
+        l.module_bytes = Some(64 << 20);
+        l.output_bytes = Some(256 << 20);
+        l.stderr_bytes = Some(1 << 20);
+        l.host_calls = Some(10_000_000);
+        l.wall_time_ms = Some(600_000);
+        Policy { caps: l.resolve() }
+    }
+}
+
+/// How to build a [`Sandbox`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SandboxConfig {
+    /// Native code or Pulley. Default: [`Target::Native`].
+    pub target: Target,
+    /// The host's caps. Default: [`Policy::default`].
+    pub policy: Policy,
+    /// Directory for compiled modules. Default: `None` (memory cache only).
+    pub cache_dir: Option<PathBuf>,
+    /// Use the pooling instance allocator. Default: `false`; `true` costs
+    /// address-space reservations up front and makes instantiation ~5× faster.
+    pub pooling: bool,
+}
+
+impl SandboxConfig {
+    /// Sets [`SandboxConfig::target`].
+    pub fn target(mut self, t: Target) -> Self {
+        self.target = t;
+        self
+    }
+    /// Sets [`SandboxConfig::policy`].
+    pub fn policy(mut self, p: Policy) -> Self {
+        self.policy = p;
+        self
+    }
+    /// Sets [`SandboxConfig::cache_dir`].
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+    /// Sets [`SandboxConfig::pooling`].
+    pub fn pooling(mut self, on: bool) -> Self {
+        self.pooling = on;
+        self
+    }
+}
+
+/// A host-side failure (never a guest's doing).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// wasmtime refused the configuration.
+    #[error("engine configuration: {0}")]
+    Engine(String),
+    /// A host file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A replay asks for more than this host's policy allows.
+    #[error("the requested {limit} limit ({requested}) exceeds this host's policy ({cap})")]
+    PolicyForbids {
+        /// Which limit.
+        limit: &'static str,
+        /// What was asked.
+        requested: u64,
+        /// The host's cap.
+        cap: u64,
+    },
+}
+
+/// The epoch tick, the wall-clock backstop's resolution.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A configured engine with its caches. Cheap to share by reference across
+/// threads; runs are independent.
+pub struct Sandbox {
+    engine: wasmtime::Engine,
+    config: SandboxConfig,
+    profile: tally_receipt::EngineInfo,
+    cache: cache::ModuleCache,
+    base: wasmtime::Linker<host::StoreData>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Sandbox {
+    /// Builds the engine (see [`profile`] for every setting) and starts the
+    /// epoch ticker.
+    pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let wconfig = profile::wasmtime_config(&config)?;
+        let engine = wasmtime::Engine::new(&wconfig).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        let profile = profile::engine_info(&engine);
+        let cache = cache::ModuleCache::new(config.cache_dir.clone(), profile.target);
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("tally-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|source| SandboxError::Io { what: "starting the epoch thread".into(), source })?;
+        let base = host::base_linker(&engine);
+        Ok(Sandbox { engine, config, profile, cache, base, ticker_stop })
+    }
+
+    /// The engine description every claim from this sandbox carries.
+    pub fn engine_info(&self) -> &tally_receipt::EngineInfo {
+        &self.profile
+    }
+
+    /// The configuration this sandbox was built with.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// How many modules were compiled (not found in a cache) so far.
+    pub fn compiled_count(&self) -> u64 {
+        self.cache.compiled_count()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,340 @@
+//! Running a package's pipeline and building its claim.
+
+use std::time::{Duration, Instant};
+
+use tally_digest::Digest;
+use tally_manifest::{ResolvedLimits, Stage};
+use tally_package::Package;
+use tally_receipt::{Claim, Outcome, StageClaim, Transcript, FORMAT_VERSION};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::host::{self, Limiter, Recorder, SeededStream, StoreData, VirtualMonotonicClock, VirtualWallClock};
+use crate::{Sandbox, SandboxError, EPOCH_TICK};
+
+/// What to run a package on.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunRequest<'a> {
+    /// The run input (stdin of the first stage).
+    pub input: &'a [u8],
+    /// Fuel for the run, instead of the manifest's (still capped by the
+    /// host policy). Default: `None`, the manifest's limit.
+    pub fuel: Option<u64>,
+    /// The seed of the random streams. Default: `None`, derived from the
+    /// package id and the input digest.
+    pub seed: Option<Digest>,
+    /// Exact limits to run under (a verifier replays with the claim's).
+    /// Default: `None`, the manifest's limits capped by policy.
+    pub limits: Option<ResolvedLimits>,
+}
+
+impl<'a> RunRequest<'a> {
+    /// A request with every default.
+    pub fn new(input: &'a [u8]) -> Self {
+        RunRequest { input, fuel: None, seed: None, limits: None }
+    }
+    /// Sets [`RunRequest::fuel`].
+    pub fn fuel(mut self, fuel: Option<u64>) -> Self {
+        self.fuel = fuel;
+        self
+    }
+    /// Sets [`RunRequest::seed`].
+    pub fn seed(mut self, seed: Option<Digest>) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Sets [`RunRequest::limits`].
+    pub fn limits(mut self, limits: Option<ResolvedLimits>) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunResult {
+    /// The claim, ready to be sealed.
+    pub claim: Claim,
+    /// Every host call, in order; its root is `claim.transcript_root`.
+    pub transcript: Transcript,
+    /// The output (empty unless the outcome is `ok`).
+    pub output: Vec<u8>,
+    /// Each stage's stderr, by stage name.
+    pub stderr: Vec<(String, Vec<u8>)>,
+    /// How long the run took (not part of the claim).
+    pub wall_time: Duration,
+}
+
+impl Sandbox {
+    fn limits_for(&self, package: &Package, req: &RunRequest<'_>) -> Result<ResolvedLimits, SandboxError> {
+        let caps = &self.config.policy.caps;
+        if let Some(l) = req.limits {
+            for (limit, requested, cap) in [
+                ("fuel", l.fuel, caps.fuel),
+                ("memory_bytes", l.memory_bytes, caps.memory_bytes),
+                ("table_elements", l.table_elements, caps.table_elements),
+                ("module_bytes", l.module_bytes, caps.module_bytes),
+                ("output_bytes", l.output_bytes, caps.output_bytes),
+                ("stderr_bytes", l.stderr_bytes, caps.stderr_bytes),
+                ("host_calls", l.host_calls, caps.host_calls),
+                ("wall_time_ms", l.wall_time_ms, caps.wall_time_ms),
+            ] {
+                if requested > cap {
+                    return Err(SandboxError::PolicyForbids { limit, requested, cap });
+                }
+            }
+            return Ok(l);
+        }
+        let mut l = package.manifest().limits.resolve().capped_by(caps);
+        if let Some(fuel) = req.fuel {
+            l.fuel = fuel.min(caps.fuel);
+        }
+        Ok(l)
+    }
+
+    /// Runs `package` on `req.input`. Guest failures are outcomes in the
+    /// claim; an `Err` is a host problem.
+    pub fn run(&self, package: &Package, req: &RunRequest<'_>) -> Result<RunResult, SandboxError> {
+        let started = Instant::now();
+        let manifest = package.manifest();
+        let limits = self.limits_for(package, req)?;
+        let package_id = package.id();
+        let input = Digest::of(req.input);
+        let seed = req.seed.unwrap_or_else(|| host::default_seed(&package_id, &input));
+        let deadline = started + Duration::from_millis(limits.wall_time_ms);
+        let views = tempfile::Builder::new()
+            .prefix("tally-run-")
+            .tempdir()
+            .map_err(|source| SandboxError::Io { what: "creating the run's file view".into(), source })?;
+
+        let mut transcript = Transcript::new();
+        let mut calls_left = limits.host_calls;
+        let mut fuel_left = limits.fuel;
+        let mut stdin = req.input.to_vec();
+        let mut stages = Vec::new();
+        let mut stderrs = Vec::new();
+        let mut outcome = Outcome::Ok;
+
+        for (index, stage) in manifest.stages.iter().enumerate() {
+            let module = &manifest.modules[&stage.module];
+            let bytes = package.blob(&module.digest).expect("a checked package has every module");
+            let mut claim = StageClaim {
+                name: stage.name.clone(),
+                module: module.digest,
+                stdin: Digest::of(&stdin),
+                stdout: Digest::of(b""),
+                stderr: Digest::of(b""),
+                fuel_consumed: 0,
+                host_calls: 0,
+            };
+            let fail = |outcome: &mut Outcome, o: Outcome, stages: &mut Vec<StageClaim>, claim: StageClaim| {
+                *outcome = o;
+                stages.push(claim);
+            };
+            if bytes.len() as u64 > limits.module_bytes {
+                let o = Outcome::LimitExceeded { stage: stage.name.clone(), limit: "module_bytes".into() };
+                fail(&mut outcome, o, &mut stages, claim);
+                break;
+            }
+            let compiled = match self.cache.get(&self.base, &module.digest, bytes) {
+                Ok(c) => c,
+                Err(reason) => {
+                    fail(&mut outcome, Outcome::Rejected { stage: stage.name.clone(), reason }, &mut stages, claim);
+                    break;
+                }
+            };
+
+            let stdout = MemoryOutputPipe::new(limits.output_bytes as usize);
+            let stderr = MemoryOutputPipe::new(limits.stderr_bytes as usize);
+            let wasi = self.wasi_ctx(package, stage, index as u32, &seed, std::mem::take(&mut stdin), &stdout, &stderr, views.path())?;
+            let mut data = StoreData {
+                wasi,
+                limiter: Limiter {
+                    memory_bytes: limits.memory_bytes as usize,
+                    table_elements: limits.table_elements as usize,
+                    hit: None,
+                },
+                rec: Recorder {
+                    stage: index as u32,
+                    transcript: std::mem::take(&mut transcript),
+                    calls_left,
+                    stage_calls: 0,
+                    random: SeededStream::new(&seed, index as u32, "random_get"),
+                    limit_hit: None,
+                },
+            };
+            data.rec.push("tally.stage_start", vec![index as i64], Vec::new(), Some(module.digest), Some(stage.name.clone()));
+            for path in &stage.read {
+                let digest = manifest.file(path).map(|f| f.digest);
+                data.rec.push("tally.grant", Vec::new(), Vec::new(), digest, Some(format!("/pkg/{path}")));
+            }
+            let mut store = Store::new(&self.engine, data);
+            store.limiter(|d| &mut d.limiter);
+            store.set_fuel(fuel_left).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+            let ticks = deadline.saturating_duration_since(Instant::now()).as_millis() / EPOCH_TICK.as_millis() + 1;
+            store.set_epoch_deadline(ticks as u64);
+            store.epoch_deadline_trap();
+            host::install_call_hook(&mut store);
+
+            let stage_outcome = match compiled.pre.instantiate(&mut store) {
+                Err(e) => Some(classify(&stage.name, &store, e).unwrap_or_else(|| Outcome::Rejected {
+                    stage: stage.name.clone(),
+                    reason: "instantiation failed".into(),
+                })),
+                Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+                    Err(_) => Some(Outcome::Rejected {
+                        stage: stage.name.clone(),
+                        reason: "the module exports no `_start` function of type () -> (); build it as a WASI command".into(),
+                    }),
+                    Ok(start) => match start.call(&mut store, ()) {
+                        Ok(()) => None,
+                        Err(e) => classify(&stage.name, &store, e),
+                    },
+                },
+            };
+            // Fuel is exact when the guest returned or called `proc_exit`;
+            // after a trap wasmtime's count is not, so the stage is charged
+            // its whole remaining budget (a deterministic figure).
+            let exact = matches!(stage_outcome, None | Some(Outcome::Exit { .. }));
+            let consumed = if exact { fuel_left - store.get_fuel().unwrap_or(0) } else { fuel_left };
+            fuel_left -= consumed;
+            let mut data = store.into_data();
+            let stage_calls = data.rec.stage_calls;
+            data.rec.push("tally.stage_end", vec![stage_calls as i64], Vec::new(), None, None);
+            transcript = data.rec.transcript;
+            calls_left = data.rec.calls_left;
+
+            let out = stdout.contents();
+            let err = stderr.contents();
+            // A full stdout (or stderr) pipe refuses further writes; a stage
+            // that then fails in any way failed because of that limit.
+            let stage_outcome = match stage_outcome {
+                Some(o) if !matches!(o, Outcome::Exit { .. }) && out.len() as u64 >= limits.output_bytes => {
+                    Some(Outcome::LimitExceeded { stage: stage.name.clone(), limit: "output".into() })
+                }
+                Some(o) if !matches!(o, Outcome::Exit { .. }) && err.len() as u64 >= limits.stderr_bytes => {
+                    Some(Outcome::LimitExceeded { stage: stage.name.clone(), limit: "stderr".into() })
+                }
+                o => o,
+            };
+            claim.stdout = Digest::of(&out);
+            claim.stderr = Digest::of(&err);
+            claim.fuel_consumed = consumed;
+            claim.host_calls = stage_calls;
+            stages.push(claim);
+            stderrs.push((stage.name.clone(), err.to_vec()));
+            match stage_outcome {
+                None => stdin = out.to_vec(),
+                Some(o) => {
+                    outcome = o;
+                    break;
+                }
+            }
+        }
+
+        let output = if outcome.is_ok() { stdin } else { Vec::new() };
+        let claim = Claim {
+            format_version: FORMAT_VERSION,
+            tally_version: env!("CARGO_PKG_VERSION").into(),
+            engine: self.profile.clone(),
+            package_id,
+            input,
+            output: Digest::of(&output),
+            output_len: output.len() as u64,
+            seed,
+            limits,
+            fuel_consumed: limits.fuel - fuel_left,
+            stages,
+            outcome,
+            transcript_root: transcript.root(),
+            host_calls: transcript.len() as u64,
+        };
+        Ok(RunResult { claim, transcript, output, stderr: stderrs, wall_time: started.elapsed() })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn wasi_ctx(
+        &self,
+        package: &Package,
+        stage: &Stage,
+        index: u32,
+        seed: &Digest,
+        stdin: Vec<u8>,
+        stdout: &MemoryOutputPipe,
+        stderr: &MemoryOutputPipe,
+        views: &std::path::Path,
+    ) -> Result<wasmtime_wasi::p1::WasiP1Ctx, SandboxError> {
+        let mut argv = vec![stage.name.clone()];
+        argv.extend(stage.args.iter().cloned());
+        let env: Vec<(&String, &String)> = stage.env.iter().collect();
+        let mut insecure_seed = [0u8; 16];
+        wasi_rand_core::Rng::fill_bytes(&mut SeededStream::new(seed, index, "insecure-seed"), &mut insecure_seed);
+        let mut b = WasiCtxBuilder::new();
+        b.stdin(MemoryInputPipe::new(stdin))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .args(&argv)
+            .envs(&env)
+            .wall_clock(VirtualWallClock)
+            .monotonic_clock(VirtualMonotonicClock)
+            .secure_random(SeededStream::new(seed, index, "secure"))
+            .insecure_random(SeededStream::new(seed, index, "insecure"))
+            .insecure_random_seed(u128::from_le_bytes(insecure_seed))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .allow_blocking_current_thread(true);
+        if !stage.read.is_empty() {
+            let dir = views.join(format!("stage-{index}"));
+            let io = |what: String| move |source| SandboxError::Io { what, source };
+            for path in &stage.read {
+                let file = package.manifest().file(path).expect("a checked manifest grants declared files");
+                let bytes = package.blob(&file.digest).expect("a checked package has every file");
+                let host_path = dir.join(path);
+                std::fs::create_dir_all(host_path.parent().expect("joined paths have parents"))
+                    .map_err(io(format!("creating the view of {path}")))?;
+                std::fs::write(&host_path, bytes).map_err(io(format!("writing the view of {path}")))?;
+            }
+            b.preopened_dir(&dir, "/pkg", FsPerms::ReadOnly)
+                .map_err(|e| SandboxError::Engine(format!("preopening the package view: {e:#}")))?;
+        }
+        Ok(b.build_p1())
+    }
+}
+
+/// The outcome of a stage that returned `err`, or `None` when the error is
+/// a clean `proc_exit(0)`.
+fn classify(stage: &str, store: &Store<StoreData>, err: wasmtime::Error) -> Option<Outcome> {
+    let stage = stage.to_string();
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return (exit.0 != 0).then_some(Outcome::Exit { stage, code: exit.0 });
+    }
+    if let Some(limit) = store.data().rec.limit_hit.or(store.data().limiter.hit) {
+        return Some(Outcome::LimitExceeded { stage, limit: limit.into() });
+    }
+    Some(match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Outcome::LimitExceeded { stage, limit: "fuel".into() },
+        Some(Trap::StackOverflow) => Outcome::Aborted { stage, reason: "stack_overflow".into() },
+        Some(Trap::Interrupt) => Outcome::Aborted { stage, reason: "wall_time".into() },
+        Some(trap) => Outcome::Trap { stage, trap: snake_case(&format!("{trap:?}")) },
+        None => Outcome::Aborted { stage, reason: format!("host_error: {err:#}") },
+    })
+}
+
+fn snake_case(name: &str) -> String {
+    let mut s = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                s.push('_');
+            }
+            s.push(c.to_ascii_lowercase());
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
