@@ -1,1 +1,372 @@
-//! Tally local store: content-addressed blobs and an embedded index.
+//! The Tally local store: content-addressed blobs and an embedded index.
+//!
+//! Core types:
+//!
+//! * [`Store`]: a directory (by default `$TALLY_HOME`, else `~/.tally`) with
+//!   `blobs/` (files named by their blake3 digest, fanned out by the first
+//!   two hex digits), `tmp/` (where writes start) and `index.redb` (a
+//!   [redb](https://docs.rs/redb) database of packages, publishers,
+//!   receipts and transcripts).
+//! * [`PackageRecord`], [`ReceiptRecord`]: what the index says.
+//! * [`StoreError`]: what went wrong, naming the digest or path.
+//!
+//! **Invariants:** a blob is written to `tmp/`, fsynced, then renamed into
+//! place, so a blob file is either absent or complete; every read re-hashes
+//! the bytes, so a corrupt or truncated blob is reported
+//! ([`StoreError::CorruptBlob`]), never served; the index is written only
+//! after the blobs it names are durable, in one redb transaction.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tally_digest::Digest;
+use tally_package::{Package, PackageSignature};
+use tally_receipt::{Receipt, Transcript};
+
+const PACKAGES: TableDefinition<&[u8; 32], &str> = TableDefinition::new("packages");
+const PUBLISHERS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("publishers");
+const RECEIPTS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("receipts");
+const TRANSCRIPTS: TableDefinition<&[u8; 32], &[u8; 32]> = TableDefinition::new("transcripts");
+
+/// A store directory and its index.
+pub struct Store {
+    root: PathBuf,
+    db: redb::Database,
+}
+
+/// A stored package, as the index records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRecord {
+    /// The package id.
+    pub id: Digest,
+    /// `package.name`.
+    pub name: String,
+    /// `package.version`.
+    pub version: String,
+    /// The publisher key, hex.
+    pub publisher: String,
+    /// Blob holding the manifest text.
+    pub manifest: Digest,
+    /// Blob holding the signature JSON.
+    pub signature: Digest,
+    /// Every file blob of the package.
+    pub blobs: Vec<Digest>,
+}
+
+/// A stored receipt, as the index records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    /// The claim digest (the receipt's id).
+    pub claim: Digest,
+    /// The package it is about.
+    pub package_id: Digest,
+    /// Blob holding the receipt JSON.
+    pub receipt: Digest,
+    /// Blob holding the transcript (JSON lines).
+    pub transcript: Digest,
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The index database failed.
+    #[error("store index: {0}")]
+    Index(String),
+    /// A blob's bytes do not match its digest (corrupt or truncated).
+    #[error("blob {digest} at {path} is corrupt: its bytes hash to {found}; remove it and publish again")]
+    CorruptBlob {
+        /// The digest it should have.
+        digest: Digest,
+        /// Where it is.
+        path: PathBuf,
+        /// The digest of what is there.
+        found: Digest,
+    },
+    /// A blob or index entry is missing.
+    #[error("not in the store: {0}")]
+    NotFound(String),
+    /// A stored package no longer checks out.
+    #[error("stored package {id} is invalid: {source}")]
+    Package {
+        /// The package id.
+        id: Digest,
+        /// Why.
+        source: tally_package::PackageError,
+    },
+}
+
+fn index_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Index(e.to_string())
+}
+
+impl Store {
+    /// The default store directory: `$TALLY_HOME`, else `~/.tally`.
+    pub fn default_root() -> PathBuf {
+        if let Some(home) = std::env::var_os("TALLY_HOME") {
+            return PathBuf::from(home);
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".tally")
+    }
+
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let root = root.into();
+        for dir in [root.join("blobs"), root.join("tmp")] {
+            std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+        }
+        let db = redb::Database::create(root.join("index.redb")).map_err(index_err)?;
+        let tx = db.begin_write().map_err(index_err)?;
+        tx.open_table(PACKAGES).map_err(index_err)?;
+        tx.open_table(PUBLISHERS).map_err(index_err)?;
+        tx.open_table(RECEIPTS).map_err(index_err)?;
+        tx.open_table(TRANSCRIPTS).map_err(index_err)?;
+        tx.commit().map_err(index_err)?;
+        Ok(Store { root, db })
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.to_string();
+        self.root.join("blobs").join(&hex[..2]).join(&hex)
+    }
+
+    /// Stores `bytes` (atomically, durably) and returns their digest. A blob
+    /// already present and intact is not rewritten; a corrupt one is replaced.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let digest = Digest::of(bytes);
+        let path = self.blob_path(&digest);
+        if let Ok(existing) = std::fs::read(&path) {
+            if Digest::of(&existing) == digest {
+                return Ok(digest);
+            }
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        let dir = path.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let tmp_dir = self.root.join("tmp");
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io(&tmp_dir))?;
+        tmp.write_all(bytes).map_err(io(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io(&path))?;
+        tmp.persist(&path).map_err(|e| StoreError::Io { path: path.clone(), source: e.error })?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(digest)
+    }
+
+    /// The bytes of blob `digest`, verified.
+    pub fn get_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::NotFound(format!("blob {digest}")),
+            _ => StoreError::Io { path: path.clone(), source: e },
+        })?;
+        let found = Digest::of(&bytes);
+        if found != *digest {
+            return Err(StoreError::CorruptBlob { digest: *digest, path, found });
+        }
+        Ok(bytes)
+    }
+
+    /// Stores a checked package; idempotent. Returns its id.
+    pub fn put_package(&self, package: &Package) -> Result<Digest, StoreError> {
+        let id = package.id();
+        let mut blobs = Vec::new();
+        for bytes in package.blobs().values() {
+            blobs.push(self.put_blob(bytes)?);
+        }
+        let manifest = self.put_blob(package.manifest_text().as_bytes())?;
+        let signature = self.put_blob(&serde_json::to_vec_pretty(package.signature()).expect("signatures serialize"))?;
+        let info = &package.manifest().package;
+        let record = PackageRecord {
+            id,
+            name: info.name.clone(),
+            version: info.version.clone(),
+            publisher: hex::encode(info.publisher),
+            manifest,
+            signature,
+            blobs,
+        };
+        let json = serde_json::to_string(&record).expect("records serialize");
+        let tx = self.db.begin_write().map_err(index_err)?;
+        {
+            let mut packages = tx.open_table(PACKAGES).map_err(index_err)?;
+            let fresh = packages.insert(id.as_bytes(), json.as_str()).map_err(index_err)?.is_none();
+            if fresh {
+                let mut publishers = tx.open_table(PUBLISHERS).map_err(index_err)?;
+                let n = publishers.get(&info.publisher).map_err(index_err)?.map(|v| v.value()).unwrap_or(0);
+                publishers.insert(&info.publisher, n + 1).map_err(index_err)?;
+            }
+        }
+        tx.commit().map_err(index_err)?;
+        Ok(id)
+    }
+
+    /// The index record of package `id`.
+    pub fn package_record(&self, id: &Digest) -> Result<PackageRecord, StoreError> {
+        let tx = self.db.begin_read().map_err(index_err)?;
+        let table = tx.open_table(PACKAGES).map_err(index_err)?;
+        let json = table.get(id.as_bytes()).map_err(index_err)?.ok_or_else(|| StoreError::NotFound(format!("package {id}")))?;
+        serde_json::from_str(json.value()).map_err(index_err)
+    }
+
+    /// Loads package `id`, re-verifying every blob, digest and signature.
+    pub fn get_package(&self, id: &Digest) -> Result<Package, StoreError> {
+        let record = self.package_record(id)?;
+        let text = String::from_utf8(self.get_blob(&record.manifest)?).map_err(index_err)?;
+        let sig: PackageSignature = serde_json::from_slice(&self.get_blob(&record.signature)?).map_err(index_err)?;
+        let mut blobs = std::collections::BTreeMap::new();
+        for d in &record.blobs {
+            blobs.insert(*d, self.get_blob(d)?);
+        }
+        let package = Package::new(text, sig, blobs).map_err(|source| StoreError::Package { id: *id, source })?;
+        if package.id() != *id {
+            return Err(StoreError::Index(format!("index entry {id} holds package {}", package.id())));
+        }
+        Ok(package)
+    }
+
+    /// Every stored package, by id.
+    pub fn packages(&self) -> Result<Vec<PackageRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(index_err)?;
+        let table = tx.open_table(PACKAGES).map_err(index_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(index_err)? {
+            let (_, v) = row.map_err(index_err)?;
+            out.push(serde_json::from_str(v.value()).map_err(index_err)?);
+        }
+        Ok(out)
+    }
+
+    /// How many packages each publisher (hex key) has stored.
+    pub fn publishers(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let tx = self.db.begin_read().map_err(index_err)?;
+        let table = tx.open_table(PUBLISHERS).map_err(index_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(index_err)? {
+            let (k, v) = row.map_err(index_err)?;
+            out.push((hex::encode(k.value()), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Stores a receipt and its transcript; idempotent. Returns the record.
+    pub fn put_receipt(&self, receipt: &Receipt, transcript: &Transcript) -> Result<ReceiptRecord, StoreError> {
+        let record = ReceiptRecord {
+            claim: receipt.seal.claim_digest,
+            package_id: receipt.claim.package_id,
+            receipt: self.put_blob(receipt.to_json().as_bytes())?,
+            transcript: self.put_blob(transcript.to_jsonl().as_bytes())?,
+        };
+        let json = serde_json::to_string(&record).expect("records serialize");
+        let tx = self.db.begin_write().map_err(index_err)?;
+        {
+            let mut receipts = tx.open_table(RECEIPTS).map_err(index_err)?;
+            receipts.insert(record.claim.as_bytes(), json.as_str()).map_err(index_err)?;
+            let mut transcripts = tx.open_table(TRANSCRIPTS).map_err(index_err)?;
+            transcripts.insert(transcript.root().as_bytes(), record.transcript.as_bytes()).map_err(index_err)?;
+        }
+        tx.commit().map_err(index_err)?;
+        Ok(record)
+    }
+
+    /// The receipt whose claim digest is `claim`.
+    pub fn get_receipt(&self, claim: &Digest) -> Result<Receipt, StoreError> {
+        let tx = self.db.begin_read().map_err(index_err)?;
+        let table = tx.open_table(RECEIPTS).map_err(index_err)?;
+        let json = table.get(claim.as_bytes()).map_err(index_err)?.ok_or_else(|| StoreError::NotFound(format!("receipt {claim}")))?;
+        let record: ReceiptRecord = serde_json::from_str(json.value()).map_err(index_err)?;
+        let text = String::from_utf8(self.get_blob(&record.receipt)?).map_err(index_err)?;
+        Receipt::from_json(&text).map_err(index_err)
+    }
+
+    /// The transcript whose root is `root`, checked against it.
+    pub fn get_transcript(&self, root: &Digest) -> Result<Transcript, StoreError> {
+        let tx = self.db.begin_read().map_err(index_err)?;
+        let table = tx.open_table(TRANSCRIPTS).map_err(index_err)?;
+        let blob = table.get(root.as_bytes()).map_err(index_err)?.ok_or_else(|| StoreError::NotFound(format!("transcript {root}")))?;
+        let text = String::from_utf8(self.get_blob(&Digest(*blob.value()))?).map_err(index_err)?;
+        Transcript::from_jsonl(&text, root).map_err(index_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("store")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn blobs_round_trip_and_are_idempotent() {
+        let (_d, s) = store();
+        let a = s.put_blob(b"hello").unwrap();
+        assert_eq!(s.put_blob(b"hello").unwrap(), a);
+        assert_eq!(s.get_blob(&a).unwrap(), b"hello");
+        assert!(matches!(s.get_blob(&Digest::of(b"absent")), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn corrupt_and_truncated_blobs_are_reported_not_served() {
+        let (_d, s) = store();
+        let a = s.put_blob(b"precious bytes").unwrap();
+        let path = s.blob_path(&a);
+        std::fs::write(&path, b"precious").unwrap();
+        assert!(matches!(s.get_blob(&a), Err(StoreError::CorruptBlob { .. })));
+        // Publishing again repairs it.
+        s.put_blob(b"precious bytes").unwrap();
+        assert_eq!(s.get_blob(&a).unwrap(), b"precious bytes");
+    }
+
+    #[test]
+    fn packages_round_trip_through_the_index() {
+        let (_d, s) = store();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let module = b"module".to_vec();
+        let text = format!(
+            "[package]\nname = \"p\"\nversion = \"1\"\npublisher = \"{}\"\n[modules.m]\npath = \"m.wasm\"\ndigest = \"{}\"\n[[stages]]\nname = \"s\"\nmodule = \"m\"\n",
+            hex::encode(key.verifying_key().as_bytes()),
+            Digest::of(&module)
+        );
+        let m = tally_package::Package::new(
+            text.clone(),
+            PackageSignature::sign(&tally_manifest_id(&text), &key),
+            [(Digest::of(&module), module.clone())].into(),
+        )
+        .unwrap();
+        let id = s.put_package(&m).unwrap();
+        assert_eq!(s.put_package(&m).unwrap(), id, "idempotent");
+        assert_eq!(s.get_package(&id).unwrap().id(), id);
+        assert_eq!(s.packages().unwrap().len(), 1);
+        assert_eq!(s.publishers().unwrap(), vec![(hex::encode(key.verifying_key().as_bytes()), 1)]);
+        // Corrupting a module blob makes the package unloadable, with a reason.
+        std::fs::write(s.blob_path(&Digest::of(&module)), b"modulf").unwrap();
+        assert!(matches!(s.get_package(&id), Err(StoreError::CorruptBlob { .. })));
+    }
+
+    fn tally_manifest_id(text: &str) -> Digest {
+        tally_manifest::Manifest::parse(text, "tally.toml").unwrap().id()
+    }
+}
