@@ -1,0 +1,478 @@
+//! One function per subcommand.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use clap::{Args, ValueEnum};
+use ed25519_dalek::SigningKey;
+use indicatif::{ProgressBar, ProgressStyle};
+use tally_digest::Digest;
+use tally_package::{Package, DEFAULT_MAX_BUNDLE_BYTES};
+use tally_receipt::{compare, Metadata, Receipt, Transcript};
+use tally_sandbox::{RunRequest, Sandbox, SandboxConfig, Target};
+use tally_store::Store;
+
+use crate::Failure;
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn fail(error: anyhow::Error) -> Failure {
+    Failure { code: 1, error }
+}
+
+/// `tally keygen`
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// Where to write the secret key; the public key goes to KEY.pub.
+    #[arg(long, value_name = "KEY")]
+    out: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `tally pack`
+#[derive(Args)]
+pub struct PackArgs {
+    /// The manifest (tally.toml); files are relative to its directory.
+    manifest: PathBuf,
+    /// The publisher's secret key (from `tally keygen`).
+    #[arg(long, value_name = "KEY")]
+    key: PathBuf,
+    /// Where to write the bundle.
+    #[arg(long, value_name = "FILE.tally")]
+    out: PathBuf,
+}
+
+/// `tally publish`
+#[derive(Args)]
+pub struct PublishArgs {
+    /// The bundle to add to the store.
+    bundle: PathBuf,
+}
+
+/// Where compiled code runs.
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    /// Cranelift machine code for this host.
+    Native,
+    /// wasmtime's Pulley interpreter (same results, slower).
+    Pulley,
+}
+
+/// `tally run`
+#[derive(Args)]
+pub struct RunArgs {
+    /// A bundle path, or a package id in the store.
+    package: String,
+    /// The run input.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Where to write the output.
+    #[arg(long, value_name = "FILE")]
+    output: PathBuf,
+    /// Where to write the receipt (JSON); the transcript goes next to it as
+    /// RECEIPT.transcript.
+    #[arg(long, value_name = "FILE")]
+    receipt: PathBuf,
+    /// Fuel for the run (default: the manifest's, capped by host policy).
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+    /// Seed for the guests' randomness, 64 hex digits (default: derived
+    /// from the package id and the input digest).
+    #[arg(long, value_name = "HEX")]
+    seed: Option<String>,
+    /// The host's secret key (default: STORE/host.key, created on first use).
+    #[arg(long, value_name = "HOSTKEY")]
+    key: Option<PathBuf>,
+    /// Where compiled code runs.
+    #[arg(long, value_enum, default_value = "native")]
+    target: TargetArg,
+}
+
+/// `tally verify`
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The receipt to verify.
+    receipt: PathBuf,
+    /// The run input the receipt is about.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// A bundle path or package id (default: the receipt's package, from the store).
+    #[arg(long, value_name = "PACKAGE")]
+    package: Option<String>,
+    /// The receipt's transcript (default: RECEIPT.transcript, else the store).
+    #[arg(long, value_name = "FILE")]
+    transcript: Option<PathBuf>,
+    /// Accept only receipts sealed by these host public keys (KEY.pub files).
+    #[arg(long, value_name = "KEY.pub")]
+    trust: Vec<PathBuf>,
+    /// Where the replay's compiled code runs.
+    #[arg(long, value_enum, default_value = "native")]
+    target: TargetArg,
+    /// Print the verdict as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tally inspect`
+#[derive(Args)]
+pub struct InspectArgs {
+    /// A bundle (.tally) or a receipt (.json).
+    file: PathBuf,
+    /// Print JSON for machines.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    Ok(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    Ok(std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?)
+}
+
+fn read_key(path: &Path) -> Result<SigningKey> {
+    let text = String::from_utf8(read(path)?).map_err(|_| anyhow!("{}: not a key file", path.display()))?;
+    Ok(tally_package::parse_signing_key(&text)
+        .ok_or_else(|| anyhow!("{}: expected 64 hex digits (a secret key from `tally keygen`)", path.display()))?)
+}
+
+fn write_keypair(out: &Path, key: &SigningKey) -> Result<()> {
+    let public = out.with_extension(match out.extension() {
+        Some(e) => format!("{}.pub", e.to_string_lossy()),
+        None => "pub".into(),
+    });
+    write(out, format!("{}\n", hex::encode(key.to_bytes())).as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o600)).context("restricting the key file")?;
+    }
+    write(&public, format!("{}\n", hex::encode(key.verifying_key().as_bytes())).as_bytes())
+}
+
+pub fn keygen(a: KeygenArgs) -> Result<()> {
+    if !a.force && a.out.exists() {
+        return Err(anyhow!("{} exists; pass --force to overwrite it", a.out.display()).into());
+    }
+    let key = SigningKey::generate(&mut rand_core::OsRng);
+    write_keypair(&a.out, &key)?;
+    println!("{}", hex::encode(key.verifying_key().as_bytes()));
+    Ok(())
+}
+
+fn progress_bar(len: u64) -> ProgressBar {
+    // indicatif draws only when stderr is a terminal: quiet when piped.
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:30!} [{bar:30}] {bytes}/{total_bytes}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+pub fn pack(a: PackArgs) -> Result<()> {
+    let key = read_key(&a.key)?;
+    let mut bar: Option<ProgressBar> = None;
+    let package = tally_package::pack(&a.manifest, &key, &mut |path, size, total| {
+        let b = bar.get_or_insert_with(|| progress_bar(total));
+        b.set_message(path.to_string());
+        b.inc(size);
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut bytes = Vec::new();
+    package.write_bundle(&mut bytes).context("encoding the bundle")?;
+    write(&a.out, &bytes)?;
+    eprintln!(
+        "packed {} {} ({} files, {} bytes)",
+        package.manifest().package.name,
+        package.manifest().package.version,
+        package.blobs().len(),
+        bytes.len()
+    );
+    println!("{}", package.id());
+    Ok(())
+}
+
+pub fn publish(a: PublishArgs, store: &Path) -> Result<()> {
+    let package = Package::from_bundle_file(&a.bundle, DEFAULT_MAX_BUNDLE_BYTES)
+        .with_context(|| format!("{} is not a valid bundle", a.bundle.display()))?;
+    let store = Store::open(store)?;
+    let id = store.put_package(&package)?;
+    eprintln!("published {} {} to {}", package.manifest().package.name, package.manifest().package.version, store.root().display());
+    println!("{id}");
+    Ok(())
+}
+
+/// A bundle path, or a package id in the store.
+fn load_package(spec: &str, store: &Path) -> Result<Package> {
+    let path = Path::new(spec);
+    if path.exists() {
+        return Ok(Package::from_bundle_file(path, DEFAULT_MAX_BUNDLE_BYTES)
+            .with_context(|| format!("{spec} is not a valid bundle"))?);
+    }
+    let id: Digest = spec
+        .parse()
+        .map_err(|e| anyhow!("`{spec}` is neither a bundle file nor a package id ({e})"))?;
+    let store = Store::open(store)?;
+    Ok(store.get_package(&id).with_context(|| format!("loading package {id} from {}", store.root().display()))?)
+}
+
+fn sandbox(store: &Path, target: TargetArg) -> Result<Sandbox> {
+    let target = match target {
+        TargetArg::Native => Target::Native,
+        TargetArg::Pulley => Target::Pulley,
+    };
+    let config = SandboxConfig::default().target(target).pooling(true).cache_dir(store.join("cache"));
+    Ok(Sandbox::new(config)?)
+}
+
+fn host_key(arg: Option<&PathBuf>, store: &Path) -> Result<SigningKey> {
+    if let Some(path) = arg {
+        return read_key(path);
+    }
+    let path = store.join("host.key");
+    if path.exists() {
+        return read_key(&path);
+    }
+    std::fs::create_dir_all(store).with_context(|| format!("creating {}", store.display()))?;
+    let key = SigningKey::generate(&mut rand_core::OsRng);
+    write_keypair(&path, &key)?;
+    eprintln!("created host key {}", path.display());
+    Ok(key)
+}
+
+fn spinner(msg: &'static str) -> ProgressBar {
+    let s = ProgressBar::new_spinner();
+    s.set_message(msg);
+    s.enable_steady_tick(std::time::Duration::from_millis(100));
+    s
+}
+
+fn transcript_path(receipt: &Path) -> PathBuf {
+    let mut s = receipt.as_os_str().to_owned();
+    s.push(".transcript");
+    PathBuf::from(s)
+}
+
+pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
+    let package = load_package(&a.package, store_dir)?;
+    let input = read(&a.input)?;
+    let seed = match &a.seed {
+        Some(s) => Some(s.parse::<Digest>().map_err(|e| anyhow!("--seed: {e}"))?),
+        None => None,
+    };
+    let key = host_key(a.key.as_ref(), store_dir)?;
+    let sandbox = sandbox(store_dir, a.target)?;
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let spin = spinner("running (compiling modules on first use)…");
+    let result = sandbox.run(&package, &RunRequest::new(&input).fuel(a.fuel).seed(seed))?;
+    spin.finish_and_clear();
+
+    let metadata = Metadata {
+        note: "metadata is not covered by the seal".into(),
+        host: std::env::var("HOSTNAME").unwrap_or_default(),
+        started_at_unix: started,
+        wall_time_ms: result.wall_time.as_millis() as u64,
+        target: sandbox.config().target.name().into(),
+    };
+    let receipt = Receipt::seal(result.claim.clone(), &key, metadata);
+    write(&a.output, &result.output)?;
+    write(&a.receipt, receipt.to_json().as_bytes())?;
+    write(&transcript_path(&a.receipt), result.transcript.to_jsonl().as_bytes())?;
+    match Store::open(store_dir).and_then(|s| s.put_receipt(&receipt, &result.transcript)) {
+        Ok(_) => {}
+        Err(e) => tracing::warn!("the receipt was written to {} but not stored: {e}", a.receipt.display()),
+    }
+    for (stage, err) in &result.stderr {
+        if !err.is_empty() {
+            eprintln!("[{stage}] {}", String::from_utf8_lossy(err).trim_end());
+        }
+    }
+    let c = &result.claim;
+    eprintln!(
+        "outcome: {}\nfuel: {} of {}\noutput: {} ({} bytes)\nreceipt: {} (claim {})",
+        c.outcome,
+        c.fuel_consumed,
+        c.limits.fuel,
+        c.output,
+        c.output_len,
+        a.receipt.display(),
+        receipt.seal.claim_digest
+    );
+    if !c.outcome.is_ok() {
+        return Err(fail(anyhow!("the run did not succeed: {}", c.outcome)));
+    }
+    Ok(())
+}
+
+/// The verdict `tally verify` prints.
+#[derive(serde::Serialize)]
+struct Verdict {
+    verified: bool,
+    claim: Digest,
+    host_key: String,
+    cross_target: bool,
+    mismatches: Vec<tally_receipt::Mismatch>,
+    divergence: Option<tally_receipt::Divergence>,
+    note: Option<String>,
+}
+
+pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
+    let text = String::from_utf8(read(&a.receipt)?).map_err(|_| anyhow!("{}: not UTF-8", a.receipt.display()))?;
+    let receipt = Receipt::from_json(&text).with_context(|| format!("{}", a.receipt.display()))?;
+    let mut trusted = Vec::new();
+    for t in &a.trust {
+        trusted.push(String::from_utf8(read(t)?).unwrap_or_default().trim().to_string());
+    }
+    receipt.check_seal(&trusted).map_err(|e| fail(anyhow!("{}: {e}", a.receipt.display())))?;
+    let claim = &receipt.claim;
+    if !claim.outcome.is_deterministic() {
+        return Err(fail(anyhow!(
+            "the receipt records a non-deterministic outcome ({}); it cannot be verified by replay",
+            claim.outcome
+        )));
+    }
+    let input = read(&a.input)?;
+    if Digest::of(&input) != claim.input {
+        return Err(fail(anyhow!(
+            "the input {} has digest {}, but the receipt is about input {}",
+            a.input.display(),
+            Digest::of(&input),
+            claim.input
+        )));
+    }
+    let spec = a.package.clone().unwrap_or_else(|| claim.package_id.to_string());
+    let package = load_package(&spec, store_dir)?;
+    if package.id() != claim.package_id {
+        return Err(fail(anyhow!("package {spec} has id {}, but the receipt is about package {}", package.id(), claim.package_id)));
+    }
+    let sandbox = sandbox(store_dir, a.target)?;
+    let spin = spinner("replaying…");
+    let replay = sandbox.run(&package, &RunRequest::new(&input).seed(Some(claim.seed)).limits(Some(claim.limits)))?;
+    spin.finish_and_clear();
+    let mismatches = compare(claim, &replay.claim);
+    let mut divergence = None;
+    let mut note = None;
+    if claim.transcript_root != replay.claim.transcript_root {
+        let original = load_transcript(&a, store_dir, &claim.transcript_root);
+        match original {
+            Ok(t) => divergence = Transcript::first_divergence(&t, &replay.transcript),
+            Err(e) => note = Some(format!("the receipt's transcript is unavailable, so the divergence cannot be localised: {e:#}")),
+        }
+    }
+    let verdict = Verdict {
+        verified: mismatches.is_empty(),
+        claim: receipt.seal.claim_digest,
+        host_key: receipt.seal.host_key.clone(),
+        cross_target: claim.engine.target != replay.claim.engine.target,
+        mismatches,
+        divergence,
+        note,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&verdict).expect("verdicts serialize"));
+    } else {
+        print_verdict(&verdict);
+    }
+    if !verdict.verified {
+        return Err(fail(anyhow!("verification failed: {} field(s) differ", verdict.mismatches.len())));
+    }
+    Ok(())
+}
+
+fn load_transcript(a: &VerifyArgs, store_dir: &Path, root: &Digest) -> anyhow::Result<Transcript> {
+    let path = a.transcript.clone().unwrap_or_else(|| transcript_path(&a.receipt));
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return Transcript::from_jsonl(&text, root).with_context(|| format!("{}", path.display()));
+    }
+    Ok(Store::open(store_dir)?.get_transcript(root)?)
+}
+
+fn print_verdict(v: &Verdict) {
+    if v.verified {
+        println!("verified: claim {} (sealed by host {})", v.claim, v.host_key);
+        if v.cross_target {
+            println!("  replayed on a different compilation target: every bound field agrees");
+        }
+        return;
+    }
+    println!("NOT verified: claim {} (sealed by host {})", v.claim, v.host_key);
+    for m in &v.mismatches {
+        println!("  {}: receipt says {}, replay found {}", m.field, m.expected, m.found);
+    }
+    if let Some(d) = &v.divergence {
+        let show = |c: &Option<tally_receipt::HostCall>| match c {
+            Some(c) => serde_json::to_string(c).expect("host calls serialize"),
+            None => "(no call)".into(),
+        };
+        println!("  transcripts diverge at host call #{}:", d.index);
+        println!("    receipt: {}", show(&d.expected));
+        println!("    replay:  {}", show(&d.found));
+    }
+    if let Some(n) = &v.note {
+        println!("  note: {n}");
+    }
+}
+
+pub fn inspect(a: InspectArgs) -> Result<()> {
+    let bytes = read(&a.file)?;
+    if bytes.first() == Some(&b'{') {
+        let text = String::from_utf8(bytes).map_err(|_| anyhow!("{}: not UTF-8", a.file.display()))?;
+        let receipt = Receipt::from_json(&text).with_context(|| format!("{}", a.file.display()))?;
+        let seal = receipt.check_seal(&[]).map(|_| "valid".to_string()).unwrap_or_else(|e| e.to_string());
+        if a.json {
+            let mut v = serde_json::to_value(&receipt).expect("receipts serialize");
+            v["seal_check"] = serde_json::Value::String(seal);
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            return Ok(());
+        }
+        let c = &receipt.claim;
+        println!("receipt {} (seal: {seal})", receipt.seal.claim_digest);
+        println!("  package   {}", c.package_id);
+        println!("  outcome   {}", c.outcome);
+        println!("  input     {}", c.input);
+        println!("  output    {} ({} bytes)", c.output, c.output_len);
+        println!("  fuel      {} of {}", c.fuel_consumed, c.limits.fuel);
+        println!("  seed      {}", c.seed);
+        println!("  engine    wasmtime {} profile {}", c.engine.wasmtime_version, c.engine.profile.short());
+        println!("  transcript {} ({} host calls)", c.transcript_root, c.host_calls);
+        for s in &c.stages {
+            println!("  stage {:<16} fuel {:>12}  module {}  stdout {}", s.name, s.fuel_consumed, s.module.short(), s.stdout.short());
+        }
+        println!("  host key  {}", receipt.seal.host_key);
+        return Ok(());
+    }
+    let package = Package::from_bundle(bytes.as_slice(), DEFAULT_MAX_BUNDLE_BYTES)
+        .with_context(|| format!("{} is neither a receipt nor a valid bundle", a.file.display()))?;
+    let m = package.manifest();
+    if a.json {
+        let v = serde_json::json!({ "id": package.id(), "manifest": m, "signature": package.signature() });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(());
+    }
+    println!("package {} {} — {}", m.package.name, m.package.version, package.id());
+    if !m.package.description.is_empty() {
+        println!("  {}", m.package.description);
+    }
+    println!("  publisher {} (signature valid)", hex::encode(m.package.publisher));
+    for (name, f) in &m.modules {
+        println!("  module {name:<16} {} {}", f.digest.short(), f.path);
+    }
+    for f in &m.files {
+        println!("  file   {:<16} {} ", f.path, f.digest.short());
+    }
+    for (i, s) in m.stages.iter().enumerate() {
+        println!("  stage {i}: {} (module {}, args {:?}, reads {:?})", s.name, s.module, s.args, s.read);
+    }
+    let l = m.limits.resolve();
+    println!("  limits: fuel {}, memory {} bytes, output {} bytes, wall {} ms", l.fuel, l.memory_bytes, l.output_bytes, l.wall_time_ms);
+    Ok(())
+}

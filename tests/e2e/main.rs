@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `tally` binary, real guests compiled to wasm,
+//! a real store. One binary, one module per topic.
+
+mod adversarial;
+mod flow;
+mod tamper;
+mod util;
