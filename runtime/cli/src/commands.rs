@@ -116,6 +116,14 @@ pub struct VerifyArgs {
     json: bool,
 }
 
+/// `tally hash`
+#[derive(Args)]
+pub struct HashArgs {
+    /// Files to hash.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
 /// `tally inspect`
 #[derive(Args)]
 pub struct InspectArgs {
@@ -474,5 +482,12 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     }
     let l = m.limits.resolve();
     println!("  limits: fuel {}, memory {} bytes, output {} bytes, wall {} ms", l.fuel, l.memory_bytes, l.output_bytes, l.wall_time_ms);
+    Ok(())
+}
+
+pub fn hash(a: HashArgs) -> Result<()> {
+    for f in &a.files {
+        println!("{}  {}", Digest::of(&read(f)?), f.display());
+    }
     Ok(())
 }

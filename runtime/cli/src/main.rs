@@ -36,6 +36,8 @@ enum Command {
     Verify(commands::VerifyArgs),
     /// Show a bundle or a receipt.
     Inspect(commands::InspectArgs),
+    /// Print the blake3 digest of files, as manifests write them.
+    Hash(commands::HashArgs),
 }
 
 /// A failure with its exit code.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run(a, &store),
         Command::Verify(a) => commands::verify(a, &store),
         Command::Inspect(a) => commands::inspect(a),
+        Command::Hash(a) => commands::hash(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

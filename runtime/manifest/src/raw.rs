@@ -99,7 +99,7 @@ impl Ctx<'_> {
             self.invalid(
                 &s.span(),
                 field,
-                format!("{e}; compute it with `b3sum FILE` or let `tally pack` report the right one"),
+                format!("{e}; compute it with `tally hash FILE`"),
             )
         })
     }
