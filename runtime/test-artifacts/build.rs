@@ -9,7 +9,10 @@ use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
-    let guests = manifest_dir.join("../../guests").canonicalize().expect("guests/ exists");
+    let guests = manifest_dir
+        .join("../../guests")
+        .canonicalize()
+        .expect("guests/ exists");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.join("guests");
 
@@ -55,8 +58,14 @@ fn main() {
         }
     }
     names.sort();
-    println!("cargo:rerun-if-changed={}", guests.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", guests.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests.join("Cargo.lock").display()
+    );
 
     let mut code = String::new();
     for name in &names {
@@ -70,7 +79,10 @@ fn main() {
     code.push_str("/// Every guest as `(file stem, path)`.\npub const ALL: &[(&str, &str)] = &[\n");
     for name in &names {
         let path = release.join(format!("{name}.wasm"));
-        code.push_str(&format!("    ({name:?}, {:?}),\n", path.display().to_string()));
+        code.push_str(&format!(
+            "    ({name:?}, {:?}),\n",
+            path.display().to_string()
+        ));
     }
     code.push_str("];\n");
     code.push_str("/// Calls `$mac!(NAME)` once for every guest.\n#[macro_export]\nmacro_rules! foreach_guest {\n    ($mac:ident) => {\n");

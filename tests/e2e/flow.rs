@@ -3,7 +3,10 @@
 use crate::util::{Dir, SAMPLE_PNG};
 
 const IMAGE_STAGES: &[(&str, &str)] = &[
-    ("preprocess", "args = [\"--width\", \"32\", \"--height\", \"32\"]"),
+    (
+        "preprocess",
+        "args = [\"--width\", \"32\", \"--height\", \"32\"]",
+    ),
     ("tensor-stats", ""),
 ];
 
@@ -11,19 +14,56 @@ const IMAGE_STAGES: &[(&str, &str)] = &[
 fn pack_publish_run_verify_by_package_id() {
     let d = Dir::new();
     d.package("images", IMAGE_STAGES, "");
-    let id = d.tally(&["publish", "images.tally"]).expect(0).stdout.trim().to_string();
+    let id = d
+        .tally(&["publish", "images.tally"])
+        .expect(0)
+        .stdout
+        .trim()
+        .to_string();
     assert_eq!(id.len(), 64);
     std::fs::copy(SAMPLE_PNG, d.path("in.png")).unwrap();
-    let run = d.tally(&["run", &id, "--input", "in.png", "--output", "out.jsonl", "--receipt", "r.json"]).expect(0);
+    let run = d
+        .tally(&[
+            "run",
+            &id,
+            "--input",
+            "in.png",
+            "--output",
+            "out.jsonl",
+            "--receipt",
+            "r.json",
+        ])
+        .expect(0);
     assert!(run.stderr.contains("outcome: ok"), "{}", run.stderr);
     let out = d.read_string("out.jsonl");
-    assert!(out.starts_with("{\"tensor\":\"input\",\"shape\":[1,3,32,32]"), "{out}");
-    let verify = d.tally(&["verify", "r.json", "--input", "in.png"]).expect(0);
-    assert!(verify.stdout.starts_with("verified: claim "), "{}", verify.stdout);
+    assert!(
+        out.starts_with("{\"tensor\":\"input\",\"shape\":[1,3,32,32]"),
+        "{out}"
+    );
+    let verify = d
+        .tally(&["verify", "r.json", "--input", "in.png"])
+        .expect(0);
+    assert!(
+        verify.stdout.starts_with("verified: claim "),
+        "{}",
+        verify.stdout
+    );
 
     // A second run on the same input: a byte-identical claim.
-    d.tally(&["run", "images.tally", "--input", "in.png", "--output", "out2.jsonl", "--receipt", "r2.json"]).expect(0);
-    let claim = |f: &str| serde_json::from_str::<serde_json::Value>(&d.read_string(f)).unwrap()["claim"].to_string();
+    d.tally(&[
+        "run",
+        "images.tally",
+        "--input",
+        "in.png",
+        "--output",
+        "out2.jsonl",
+        "--receipt",
+        "r2.json",
+    ])
+    .expect(0);
+    let claim = |f: &str| {
+        serde_json::from_str::<serde_json::Value>(&d.read_string(f)).unwrap()["claim"].to_string()
+    };
     assert_eq!(claim("r.json"), claim("r2.json"));
     assert_eq!(d.read("out.jsonl"), d.read("out2.jsonl"));
 }
@@ -33,8 +73,30 @@ fn a_receipt_made_natively_verifies_on_pulley() {
     let d = Dir::new();
     d.package("entropy", &[("entropy", ""), ("echo", "")], "");
     d.write("in.txt", b"");
-    d.tally(&["run", "entropy.tally", "--input", "in.txt", "--output", "o", "--receipt", "r.json"]).expect(0);
-    let v = d.tally(&["verify", "r.json", "--input", "in.txt", "--package", "entropy.tally", "--target", "pulley", "--json"]).expect(0);
+    d.tally(&[
+        "run",
+        "entropy.tally",
+        "--input",
+        "in.txt",
+        "--output",
+        "o",
+        "--receipt",
+        "r.json",
+    ])
+    .expect(0);
+    let v = d
+        .tally(&[
+            "verify",
+            "r.json",
+            "--input",
+            "in.txt",
+            "--package",
+            "entropy.tally",
+            "--target",
+            "pulley",
+            "--json",
+        ])
+        .expect(0);
     let verdict: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
     assert_eq!(verdict["verified"], true);
     assert_eq!(verdict["cross_target"], true);
@@ -46,15 +108,37 @@ fn inspect_shows_bundles_and_receipts() {
     d.package("images", IMAGE_STAGES, "");
     let human = d.tally(&["inspect", "images.tally"]).expect(0).stdout;
     assert!(human.contains("package images 0.1.0"), "{human}");
-    assert!(human.contains("stage 1: s1 (module tensor_stats"), "{human}");
-    let json: serde_json::Value = serde_json::from_str(&d.tally(&["inspect", "images.tally", "--json"]).expect(0).stdout).unwrap();
+    assert!(
+        human.contains("stage 1: s1 (module tensor_stats"),
+        "{human}"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &d.tally(&["inspect", "images.tally", "--json"])
+            .expect(0)
+            .stdout,
+    )
+    .unwrap();
     assert_eq!(json["manifest"]["package"]["name"], "images");
 
     std::fs::copy(SAMPLE_PNG, d.path("in.png")).unwrap();
-    d.tally(&["run", "images.tally", "--input", "in.png", "--output", "o", "--receipt", "r.json"]).expect(0);
+    d.tally(&[
+        "run",
+        "images.tally",
+        "--input",
+        "in.png",
+        "--output",
+        "o",
+        "--receipt",
+        "r.json",
+    ])
+    .expect(0);
     let r = d.tally(&["inspect", "r.json"]).expect(0).stdout;
-    assert!(r.contains("(seal: valid)") && r.contains("outcome   ok"), "{r}");
-    let j: serde_json::Value = serde_json::from_str(&d.tally(&["inspect", "r.json", "--json"]).expect(0).stdout).unwrap();
+    assert!(
+        r.contains("(seal: valid)") && r.contains("outcome   ok"),
+        "{r}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&d.tally(&["inspect", "r.json", "--json"]).expect(0).stdout).unwrap();
     assert_eq!(j["seal_check"], "valid");
 }
 
@@ -63,9 +147,41 @@ fn bad_usage_and_bad_manifests_exit_2_with_a_reason() {
     let d = Dir::new();
     assert_eq!(d.tally(&["run"]).code, 2);
     d.publisher();
-    d.write("bad/tally.toml", b"[package]\nname = \"x\"\nversion = \"1\"\npublisher = \"00\"\n");
-    let e = d.tally(&["pack", "bad/tally.toml", "--key", "publisher.key", "--out", "x.tally"]).expect(2);
-    assert!(e.stderr.contains("bad/tally.toml:4: field `package.publisher`"), "{}", e.stderr);
-    let e = d.tally(&["run", "nope", "--input", "x", "--output", "y", "--receipt", "z"]).expect(2);
-    assert!(e.stderr.contains("neither a bundle file nor a package id"), "{}", e.stderr);
+    d.write(
+        "bad/tally.toml",
+        b"[package]\nname = \"x\"\nversion = \"1\"\npublisher = \"00\"\n",
+    );
+    let e = d
+        .tally(&[
+            "pack",
+            "bad/tally.toml",
+            "--key",
+            "publisher.key",
+            "--out",
+            "x.tally",
+        ])
+        .expect(2);
+    assert!(
+        e.stderr
+            .contains("bad/tally.toml:4: field `package.publisher`"),
+        "{}",
+        e.stderr
+    );
+    let e = d
+        .tally(&[
+            "run",
+            "nope",
+            "--input",
+            "x",
+            "--output",
+            "y",
+            "--receipt",
+            "z",
+        ])
+        .expect(2);
+    assert!(
+        e.stderr.contains("neither a bundle file nor a package id"),
+        "{}",
+        e.stderr
+    );
 }

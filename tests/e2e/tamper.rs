@@ -6,7 +6,17 @@ fn setup() -> Dir {
     let d = Dir::new();
     d.package("entropy", &[("entropy", "")], "");
     d.write("in", b"");
-    d.tally(&["run", "entropy.tally", "--input", "in", "--output", "o", "--receipt", "r.json"]).expect(0);
+    d.tally(&[
+        "run",
+        "entropy.tally",
+        "--input",
+        "in",
+        "--output",
+        "o",
+        "--receipt",
+        "r.json",
+    ])
+    .expect(0);
     d
 }
 
@@ -19,9 +29,24 @@ fn edit(d: &Dir, from: &str, to: &str, f: impl FnOnce(&mut serde_json::Value)) {
 #[test]
 fn an_edited_claim_fails_the_seal() {
     let d = setup();
-    edit(&d, "r.json", "edited.json", |v| v["claim"]["fuel_consumed"] = 1.into());
-    let e = d.tally(&["verify", "edited.json", "--input", "in", "--package", "entropy.tally"]).expect(1);
-    assert!(e.stderr.contains("bad seal: the claim was edited"), "{}", e.stderr);
+    edit(&d, "r.json", "edited.json", |v| {
+        v["claim"]["fuel_consumed"] = 1.into()
+    });
+    let e = d
+        .tally(&[
+            "verify",
+            "edited.json",
+            "--input",
+            "in",
+            "--package",
+            "entropy.tally",
+        ])
+        .expect(1);
+    assert!(
+        e.stderr.contains("bad seal: the claim was edited"),
+        "{}",
+        e.stderr
+    );
 }
 
 #[test]
@@ -29,10 +54,20 @@ fn a_forged_signature_fails() {
     let d = setup();
     edit(&d, "r.json", "forged.json", |v| {
         let sig = v["seal"]["signature"].as_str().unwrap().to_string();
-        let flipped = if sig.starts_with('0') { format!("1{}", &sig[1..]) } else { format!("0{}", &sig[1..]) };
+        let first = if sig.as_bytes()[0] == b'0' { '1' } else { '0' };
+        let flipped = format!("{first}{}", &sig[1..]);
         v["seal"]["signature"] = flipped.into();
     });
-    let e = d.tally(&["verify", "forged.json", "--input", "in", "--package", "entropy.tally"]).expect(1);
+    let e = d
+        .tally(&[
+            "verify",
+            "forged.json",
+            "--input",
+            "in",
+            "--package",
+            "entropy.tally",
+        ])
+        .expect(1);
     assert!(e.stderr.contains("forged or re-sealed"), "{}", e.stderr);
 }
 
@@ -41,7 +76,9 @@ fn truncated_and_unknown_receipts_are_bad_input() {
     let d = setup();
     let text = d.read_string("r.json");
     d.write("short.json", &text.as_bytes()[..text.len() / 3]);
-    let e = d.tally(&["verify", "short.json", "--input", "in"]).expect(2);
+    let e = d
+        .tally(&["verify", "short.json", "--input", "in"])
+        .expect(2);
     assert!(e.stderr.contains("malformed receipt"), "{}", e.stderr);
 }
 
@@ -49,7 +86,8 @@ fn truncated_and_unknown_receipts_are_bad_input() {
 fn reseal(d: &Dir, f: impl FnOnce(&mut serde_json::Value)) {
     edit(d, "r.json", "resealed.json", f);
     // Use the library to seal the edited claim with a fresh "attacker" key.
-    let receipt: tally_receipt::Receipt = serde_json::from_str(&d.read_string("resealed.json")).unwrap();
+    let receipt: tally_receipt::Receipt =
+        serde_json::from_str(&d.read_string("resealed.json")).unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
     let forged = tally_receipt::Receipt::seal(receipt.claim, &key, receipt.metadata);
     d.write("resealed.json", forged.to_json().as_bytes());
@@ -58,22 +96,67 @@ fn reseal(d: &Dir, f: impl FnOnce(&mut serde_json::Value)) {
 #[test]
 fn a_resealed_lie_is_caught_by_replay_with_the_field_named() {
     let d = setup();
-    reseal(&d, |v| v["claim"]["output"] = tally_digest::Digest::of(b"a lie").to_string().into());
-    let e = d.tally(&["verify", "resealed.json", "--input", "in", "--package", "entropy.tally"]).expect(1);
+    reseal(&d, |v| {
+        v["claim"]["output"] = tally_digest::Digest::of(b"a lie").to_string().into()
+    });
+    let e = d
+        .tally(&[
+            "verify",
+            "resealed.json",
+            "--input",
+            "in",
+            "--package",
+            "entropy.tally",
+        ])
+        .expect(1);
     assert!(e.stdout.contains("NOT verified"), "{}", e.stdout);
     assert!(e.stdout.contains("output: receipt says"), "{}", e.stdout);
     // And with a trust list, the new key is refused outright.
-    let e = d.tally(&["verify", "resealed.json", "--input", "in", "--package", "entropy.tally", "--trust", "home/host.key.pub"]).expect(1);
-    assert!(e.stderr.contains("not among the trusted keys"), "{}", e.stderr);
+    let e = d
+        .tally(&[
+            "verify",
+            "resealed.json",
+            "--input",
+            "in",
+            "--package",
+            "entropy.tally",
+            "--trust",
+            "home/host.key.pub",
+        ])
+        .expect(1);
+    assert!(
+        e.stderr.contains("not among the trusted keys"),
+        "{}",
+        e.stderr
+    );
 }
 
 #[test]
 fn a_changed_seed_is_localised_to_the_first_divergent_host_call() {
     let d = setup();
-    reseal(&d, |v| v["claim"]["seed"] = tally_digest::Digest::of(b"other").to_string().into());
-    std::fs::copy(d.path("r.json.transcript"), d.path("resealed.json.transcript")).unwrap();
-    let e = d.tally(&["verify", "resealed.json", "--input", "in", "--package", "entropy.tally"]).expect(1);
-    assert!(e.stdout.contains("transcripts diverge at host call #"), "{}", e.stdout);
+    reseal(&d, |v| {
+        v["claim"]["seed"] = tally_digest::Digest::of(b"other").to_string().into()
+    });
+    std::fs::copy(
+        d.path("r.json.transcript"),
+        d.path("resealed.json.transcript"),
+    )
+    .unwrap();
+    let e = d
+        .tally(&[
+            "verify",
+            "resealed.json",
+            "--input",
+            "in",
+            "--package",
+            "entropy.tally",
+        ])
+        .expect(1);
+    assert!(
+        e.stdout.contains("transcripts diverge at host call #"),
+        "{}",
+        e.stdout
+    );
     assert!(e.stdout.contains("random_get"), "{}", e.stdout);
     // The replay used the receipt's seed, so what differs is what it caused.
     assert!(e.stdout.contains("output: receipt says"), "{}", e.stdout);
@@ -89,7 +172,18 @@ fn corrupted_bundles_are_rejected_before_anything_runs() {
     let e = d.tally(&["publish", "corrupt.tally"]).expect(2);
     assert!(e.stderr.contains("not a valid bundle"), "{}", e.stderr);
     d.write("short.tally", &d.read("entropy.tally")[..700]);
-    let e = d.tally(&["run", "short.tally", "--input", "in", "--output", "o", "--receipt", "x.json"]).expect(2);
+    let e = d
+        .tally(&[
+            "run",
+            "short.tally",
+            "--input",
+            "in",
+            "--output",
+            "o",
+            "--receipt",
+            "x.json",
+        ])
+        .expect(2);
     assert!(e.stderr.contains("corrupt bundle"), "{}", e.stderr);
     assert!(!d.path("x.json").exists());
 }

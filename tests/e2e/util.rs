@@ -30,22 +30,34 @@ impl Ran {
     /// Panics unless the exit code is `code`.
     #[track_caller]
     pub fn expect(self, code: i32) -> Ran {
-        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
 
 /// The bytes of guest `name`.
 pub fn guest(name: &str) -> Vec<u8> {
-    let (_, path) = tally_test_artifacts::ALL.iter().find(|(n, _)| *n == name).expect("known guest");
+    let (_, path) = tally_test_artifacts::ALL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .expect("known guest");
     std::fs::read(path).unwrap()
 }
 
-pub const SAMPLE_PNG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/image-stats/sample.png");
+pub const SAMPLE_PNG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../manifests/image-stats/sample.png"
+);
 
 impl Dir {
     pub fn new() -> Dir {
-        Dir { tmp: tempfile::tempdir().unwrap() }
+        Dir {
+            tmp: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -100,14 +112,28 @@ impl Dir {
             let bytes = guest(guest_name);
             let module = guest_name.replace('-', "_");
             self.write(&format!("{name}/{module}.wasm"), &bytes);
-            toml.push_str(&format!("\n[modules.{module}]\npath = \"{module}.wasm\"\ndigest = \"{}\"\n", Digest::of(&bytes)));
+            toml.push_str(&format!(
+                "\n[modules.{module}]\npath = \"{module}.wasm\"\ndigest = \"{}\"\n",
+                Digest::of(&bytes)
+            ));
         }
         for (i, (guest_name, stage)) in stages.iter().enumerate() {
-            toml.push_str(&format!("\n[[stages]]\nname = \"s{i}\"\nmodule = \"{}\"\n{stage}\n", guest_name.replace('-', "_")));
+            toml.push_str(&format!(
+                "\n[[stages]]\nname = \"s{i}\"\nmodule = \"{}\"\n{stage}\n",
+                guest_name.replace('-', "_")
+            ));
         }
         self.write(&format!("{name}/tally.toml"), toml.as_bytes());
         let out = format!("{name}.tally");
-        self.tally(&["pack", &format!("{name}/tally.toml"), "--key", "publisher.key", "--out", &out]).expect(0);
+        self.tally(&[
+            "pack",
+            &format!("{name}/tally.toml"),
+            "--key",
+            "publisher.key",
+            "--out",
+            &out,
+        ])
+        .expect(0);
         self.path(&out)
     }
 }

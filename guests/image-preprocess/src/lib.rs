@@ -44,7 +44,10 @@ impl Options {
         let mut it = args.into_iter();
         while let Some(flag) = it.next() {
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            let int = |v: &str| v.parse::<u32>().map_err(|_| format!("{flag}: `{v}` is not a positive integer"));
+            let int = |v: &str| {
+                v.parse::<u32>()
+                    .map_err(|_| format!("{flag}: `{v}` is not a positive integer"))
+            };
             match flag.as_str() {
                 "--width" => o.width = int(&value)?,
                 "--height" => o.height = int(&value)?,
@@ -58,7 +61,11 @@ impl Options {
                     let triple: [f32; 3] = parts
                         .try_into()
                         .map_err(|_| format!("{flag}: expected exactly three numbers"))?;
-                    if flag == "--mean" { o.mean = triple } else { o.std = triple }
+                    if flag == "--mean" {
+                        o.mean = triple
+                    } else {
+                        o.std = triple
+                    }
                 }
                 _ => return Err(format!("unknown option {flag}")),
             }
@@ -82,7 +89,10 @@ pub fn preprocess(bytes: &[u8], o: &Options) -> Result<Tensor, String> {
         .into_dimensions()
         .map_err(|e| format!("input is not a PNG or JPEG image: {e}"))?;
     if w > o.max_side || h > o.max_side {
-        return Err(format!("image is {w}x{h}; the largest side allowed is {}", o.max_side));
+        return Err(format!(
+            "image is {w}x{h}; the largest side allowed is {}",
+            o.max_side
+        ));
     }
     let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
     let rgb = img.to_rgb8();

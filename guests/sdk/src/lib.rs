@@ -64,8 +64,16 @@ impl std::error::Error for TensorError {}
 impl Tensor {
     /// A tensor; panics if `data` does not have `product(shape)` values.
     pub fn new(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "tensor data does not match its shape");
-        Tensor { name: name.into(), shape, data }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "tensor data does not match its shape"
+        );
+        Tensor {
+            name: name.into(),
+            shape,
+            data,
+        }
     }
 
     /// Encodes tensors as one safetensors file (little-endian f32).
@@ -78,8 +86,12 @@ impl Tensor {
             .iter()
             .zip(&bytes)
             .map(|(t, b)| {
-                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), b)
-                    .expect("shape and data agree by construction");
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    t.shape.clone(),
+                    b,
+                )
+                .expect("shape and data agree by construction");
                 (t.name.clone(), view)
             })
             .collect();
@@ -97,14 +109,21 @@ impl Tensor {
             .map(|name| {
                 let view = st.tensor(&name).map_err(|e| TensorError(e.to_string()))?;
                 if view.dtype() != safetensors::Dtype::F32 {
-                    return Err(TensorError(format!("tensor `{name}` is {:?}, expected F32", view.dtype())));
+                    return Err(TensorError(format!(
+                        "tensor `{name}` is {:?}, expected F32",
+                        view.dtype()
+                    )));
                 }
                 let data = view
                     .data()
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
-                Ok(Tensor { name, shape: view.shape().to_vec(), data })
+                Ok(Tensor {
+                    name,
+                    shape: view.shape().to_vec(),
+                    data,
+                })
             })
             .collect()
     }

@@ -22,7 +22,11 @@ fn main() {
                     hi = hi.max(x);
                     sum += x as f64;
                 }
-                let mean = if xs.is_empty() { 0.0 } else { sum / xs.len() as f64 };
+                let mean = if xs.is_empty() {
+                    0.0
+                } else {
+                    sum / xs.len() as f64
+                };
                 format!("{{\"mean\":{mean:.6},\"min\":{lo:.6},\"max\":{hi:.6}}}")
             })
             .collect();

@@ -143,9 +143,14 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn read_key(path: &Path) -> Result<SigningKey> {
-    let text = String::from_utf8(read(path)?).map_err(|_| anyhow!("{}: not a key file", path.display()))?;
-    Ok(tally_package::parse_signing_key(&text)
-        .ok_or_else(|| anyhow!("{}: expected 64 hex digits (a secret key from `tally keygen`)", path.display()))?)
+    let text = String::from_utf8(read(path)?)
+        .map_err(|_| anyhow!("{}: not a key file", path.display()))?;
+    Ok(tally_package::parse_signing_key(&text).ok_or_else(|| {
+        anyhow!(
+            "{}: expected 64 hex digits (a secret key from `tally keygen`)",
+            path.display()
+        )
+    })?)
 }
 
 fn write_keypair(out: &Path, key: &SigningKey) -> Result<()> {
@@ -157,9 +162,13 @@ fn write_keypair(out: &Path, key: &SigningKey) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o600)).context("restricting the key file")?;
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o600))
+            .context("restricting the key file")?;
     }
-    write(&public, format!("{}\n", hex::encode(key.verifying_key().as_bytes())).as_bytes())
+    write(
+        &public,
+        format!("{}\n", hex::encode(key.verifying_key().as_bytes())).as_bytes(),
+    )
 }
 
 pub fn keygen(a: KeygenArgs) -> Result<()> {
@@ -195,7 +204,9 @@ pub fn pack(a: PackArgs) -> Result<()> {
         b.finish_and_clear();
     }
     let mut bytes = Vec::new();
-    package.write_bundle(&mut bytes).context("encoding the bundle")?;
+    package
+        .write_bundle(&mut bytes)
+        .context("encoding the bundle")?;
     write(&a.out, &bytes)?;
     eprintln!(
         "packed {} {} ({} files, {} bytes)",
@@ -213,7 +224,12 @@ pub fn publish(a: PublishArgs, store: &Path) -> Result<()> {
         .with_context(|| format!("{} is not a valid bundle", a.bundle.display()))?;
     let store = Store::open(store)?;
     let id = store.put_package(&package)?;
-    eprintln!("published {} {} to {}", package.manifest().package.name, package.manifest().package.version, store.root().display());
+    eprintln!(
+        "published {} {} to {}",
+        package.manifest().package.name,
+        package.manifest().package.version,
+        store.root().display()
+    );
     println!("{id}");
     Ok(())
 }
@@ -229,7 +245,9 @@ fn load_package(spec: &str, store: &Path) -> Result<Package> {
         .parse()
         .map_err(|e| anyhow!("`{spec}` is neither a bundle file nor a package id ({e})"))?;
     let store = Store::open(store)?;
-    Ok(store.get_package(&id).with_context(|| format!("loading package {id} from {}", store.root().display()))?)
+    Ok(store
+        .get_package(&id)
+        .with_context(|| format!("loading package {id} from {}", store.root().display()))?)
 }
 
 fn sandbox(store: &Path, target: TargetArg) -> Result<Sandbox> {
@@ -237,7 +255,10 @@ fn sandbox(store: &Path, target: TargetArg) -> Result<Sandbox> {
         TargetArg::Native => Target::Native,
         TargetArg::Pulley => Target::Pulley,
     };
-    let config = SandboxConfig::default().target(target).pooling(true).cache_dir(store.join("cache"));
+    let config = SandboxConfig::default()
+        .target(target)
+        .pooling(true)
+        .cache_dir(store.join("cache"));
     Ok(Sandbox::new(config)?)
 }
 
@@ -278,7 +299,10 @@ pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
     };
     let key = host_key(a.key.as_ref(), store_dir)?;
     let sandbox = sandbox(store_dir, a.target)?;
-    let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let spin = spinner("running (compiling modules on first use)…");
     let result = sandbox.run(&package, &RunRequest::new(&input).fuel(a.fuel).seed(seed))?;
     spin.finish_and_clear();
@@ -293,10 +317,16 @@ pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
     let receipt = Receipt::seal(result.claim.clone(), &key, metadata);
     write(&a.output, &result.output)?;
     write(&a.receipt, receipt.to_json().as_bytes())?;
-    write(&transcript_path(&a.receipt), result.transcript.to_jsonl().as_bytes())?;
+    write(
+        &transcript_path(&a.receipt),
+        result.transcript.to_jsonl().as_bytes(),
+    )?;
     match Store::open(store_dir).and_then(|s| s.put_receipt(&receipt, &result.transcript)) {
         Ok(_) => {}
-        Err(e) => tracing::warn!("the receipt was written to {} but not stored: {e}", a.receipt.display()),
+        Err(e) => tracing::warn!(
+            "the receipt was written to {} but not stored: {e}",
+            a.receipt.display()
+        ),
     }
     for (stage, err) in &result.stderr {
         if !err.is_empty() {
@@ -333,13 +363,21 @@ struct Verdict {
 }
 
 pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
-    let text = String::from_utf8(read(&a.receipt)?).map_err(|_| anyhow!("{}: not UTF-8", a.receipt.display()))?;
+    let text = String::from_utf8(read(&a.receipt)?)
+        .map_err(|_| anyhow!("{}: not UTF-8", a.receipt.display()))?;
     let receipt = Receipt::from_json(&text).with_context(|| format!("{}", a.receipt.display()))?;
     let mut trusted = Vec::new();
     for t in &a.trust {
-        trusted.push(String::from_utf8(read(t)?).unwrap_or_default().trim().to_string());
+        trusted.push(
+            String::from_utf8(read(t)?)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        );
     }
-    receipt.check_seal(&trusted).map_err(|e| fail(anyhow!("{}: {e}", a.receipt.display())))?;
+    receipt
+        .check_seal(&trusted)
+        .map_err(|e| fail(anyhow!("{}: {e}", a.receipt.display())))?;
     let claim = &receipt.claim;
     if !claim.outcome.is_deterministic() {
         return Err(fail(anyhow!(
@@ -356,14 +394,26 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
             claim.input
         )));
     }
-    let spec = a.package.clone().unwrap_or_else(|| claim.package_id.to_string());
+    let spec = a
+        .package
+        .clone()
+        .unwrap_or_else(|| claim.package_id.to_string());
     let package = load_package(&spec, store_dir)?;
     if package.id() != claim.package_id {
-        return Err(fail(anyhow!("package {spec} has id {}, but the receipt is about package {}", package.id(), claim.package_id)));
+        return Err(fail(anyhow!(
+            "package {spec} has id {}, but the receipt is about package {}",
+            package.id(),
+            claim.package_id
+        )));
     }
     let sandbox = sandbox(store_dir, a.target)?;
     let spin = spinner("replaying…");
-    let replay = sandbox.run(&package, &RunRequest::new(&input).seed(Some(claim.seed)).limits(Some(claim.limits)))?;
+    let replay = sandbox.run(
+        &package,
+        &RunRequest::new(&input)
+            .seed(Some(claim.seed))
+            .limits(Some(claim.limits)),
+    )?;
     spin.finish_and_clear();
     let mismatches = compare(claim, &replay.claim);
     let mut divergence = None;
@@ -385,20 +435,30 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
         note,
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&verdict).expect("verdicts serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&verdict).expect("verdicts serialize")
+        );
     } else {
         print_verdict(&verdict);
     }
     if !verdict.verified {
-        return Err(fail(anyhow!("verification failed: {} field(s) differ", verdict.mismatches.len())));
+        return Err(fail(anyhow!(
+            "verification failed: {} field(s) differ",
+            verdict.mismatches.len()
+        )));
     }
     Ok(())
 }
 
 fn load_transcript(a: &VerifyArgs, store_dir: &Path, root: &Digest) -> anyhow::Result<Transcript> {
-    let path = a.transcript.clone().unwrap_or_else(|| transcript_path(&a.receipt));
+    let path = a
+        .transcript
+        .clone()
+        .unwrap_or_else(|| transcript_path(&a.receipt));
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         return Transcript::from_jsonl(&text, root).with_context(|| format!("{}", path.display()));
     }
     Ok(Store::open(store_dir)?.get_transcript(root)?)
@@ -406,15 +466,24 @@ fn load_transcript(a: &VerifyArgs, store_dir: &Path, root: &Digest) -> anyhow::R
 
 fn print_verdict(v: &Verdict) {
     if v.verified {
-        println!("verified: claim {} (sealed by host {})", v.claim, v.host_key);
+        println!(
+            "verified: claim {} (sealed by host {})",
+            v.claim, v.host_key
+        );
         if v.cross_target {
             println!("  replayed on a different compilation target: every bound field agrees");
         }
         return;
     }
-    println!("NOT verified: claim {} (sealed by host {})", v.claim, v.host_key);
+    println!(
+        "NOT verified: claim {} (sealed by host {})",
+        v.claim, v.host_key
+    );
     for m in &v.mismatches {
-        println!("  {}: receipt says {}, replay found {}", m.field, m.expected, m.found);
+        println!(
+            "  {}: receipt says {}, replay found {}",
+            m.field, m.expected, m.found
+        );
     }
     if let Some(d) = &v.divergence {
         let show = |c: &Option<tally_receipt::HostCall>| match c {
@@ -433,9 +502,13 @@ fn print_verdict(v: &Verdict) {
 pub fn inspect(a: InspectArgs) -> Result<()> {
     let bytes = read(&a.file)?;
     if bytes.first() == Some(&b'{') {
-        let text = String::from_utf8(bytes).map_err(|_| anyhow!("{}: not UTF-8", a.file.display()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| anyhow!("{}: not UTF-8", a.file.display()))?;
         let receipt = Receipt::from_json(&text).with_context(|| format!("{}", a.file.display()))?;
-        let seal = receipt.check_seal(&[]).map(|_| "valid".to_string()).unwrap_or_else(|e| e.to_string());
+        let seal = receipt
+            .check_seal(&[])
+            .map(|_| "valid".to_string())
+            .unwrap_or_else(|e| e.to_string());
         if a.json {
             let mut v = serde_json::to_value(&receipt).expect("receipts serialize");
             v["seal_check"] = serde_json::Value::String(seal);
@@ -450,27 +523,53 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         println!("  output    {} ({} bytes)", c.output, c.output_len);
         println!("  fuel      {} of {}", c.fuel_consumed, c.limits.fuel);
         println!("  seed      {}", c.seed);
-        println!("  engine    wasmtime {} profile {}", c.engine.wasmtime_version, c.engine.profile.short());
-        println!("  transcript {} ({} host calls)", c.transcript_root, c.host_calls);
+        println!(
+            "  engine    wasmtime {} profile {}",
+            c.engine.wasmtime_version,
+            c.engine.profile.short()
+        );
+        println!(
+            "  transcript {} ({} host calls)",
+            c.transcript_root, c.host_calls
+        );
         for s in &c.stages {
-            println!("  stage {:<16} fuel {:>12}  module {}  stdout {}", s.name, s.fuel_consumed, s.module.short(), s.stdout.short());
+            println!(
+                "  stage {:<16} fuel {:>12}  module {}  stdout {}",
+                s.name,
+                s.fuel_consumed,
+                s.module.short(),
+                s.stdout.short()
+            );
         }
         println!("  host key  {}", receipt.seal.host_key);
         return Ok(());
     }
-    let package = Package::from_bundle(bytes.as_slice(), DEFAULT_MAX_BUNDLE_BYTES)
-        .with_context(|| format!("{} is neither a receipt nor a valid bundle", a.file.display()))?;
+    let package =
+        Package::from_bundle(bytes.as_slice(), DEFAULT_MAX_BUNDLE_BYTES).with_context(|| {
+            format!(
+                "{} is neither a receipt nor a valid bundle",
+                a.file.display()
+            )
+        })?;
     let m = package.manifest();
     if a.json {
         let v = serde_json::json!({ "id": package.id(), "manifest": m, "signature": package.signature() });
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return Ok(());
     }
-    println!("package {} {} — {}", m.package.name, m.package.version, package.id());
+    println!(
+        "package {} {} — {}",
+        m.package.name,
+        m.package.version,
+        package.id()
+    );
     if !m.package.description.is_empty() {
         println!("  {}", m.package.description);
     }
-    println!("  publisher {} (signature valid)", hex::encode(m.package.publisher));
+    println!(
+        "  publisher {} (signature valid)",
+        hex::encode(m.package.publisher)
+    );
     for (name, f) in &m.modules {
         println!("  module {name:<16} {} {}", f.digest.short(), f.path);
     }
@@ -478,10 +577,16 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         println!("  file   {:<16} {} ", f.path, f.digest.short());
     }
     for (i, s) in m.stages.iter().enumerate() {
-        println!("  stage {i}: {} (module {}, args {:?}, reads {:?})", s.name, s.module, s.args, s.read);
+        println!(
+            "  stage {i}: {} (module {}, args {:?}, reads {:?})",
+            s.name, s.module, s.args, s.read
+        );
     }
     let l = m.limits.resolve();
-    println!("  limits: fuel {}, memory {} bytes, output {} bytes, wall {} ms", l.fuel, l.memory_bytes, l.output_bytes, l.wall_time_ms);
+    println!(
+        "  limits: fuel {}, memory {} bytes, output {} bytes, wall {} ms",
+        l.fuel, l.memory_bytes, l.output_bytes, l.wall_time_ms
+    );
     Ok(())
 }
 

@@ -50,7 +50,10 @@ pub struct Failure {
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure { code: 2, error: e.into() }
+        Failure {
+            code: 2,
+            error: e.into(),
+        }
     }
 }
 
@@ -60,7 +63,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let store = cli.store.clone().unwrap_or_else(tally_store::Store::default_root);
+    let store = cli
+        .store
+        .clone()
+        .unwrap_or_else(tally_store::Store::default_root);
     let result = match cli.command {
         Command::Keygen(a) => commands::keygen(a),
         Command::Pack(a) => commands::pack(a),

@@ -48,8 +48,8 @@ use std::collections::BTreeMap;
 
 pub use error::{ManifestError, ManifestErrorKind};
 use serde::Serialize;
-pub use tally_digest::Digest;
 use tally_digest::Canon;
+pub use tally_digest::Digest;
 
 /// The domain tag of the manifest's canonical encoding.
 pub const MANIFEST_TAG: &str = "tally.Manifest.v1";

@@ -81,7 +81,12 @@ impl Ctx<'_> {
         self.text[..end].bytes().filter(|b| *b == b'\n').count() + 1
     }
 
-    fn err(&self, span: &Range<usize>, field: impl Into<String>, kind: ManifestErrorKind) -> ManifestError {
+    fn err(
+        &self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        kind: ManifestErrorKind,
+    ) -> ManifestError {
         ManifestError {
             file: self.origin.to_string(),
             line: Some(self.line(span)),
@@ -90,7 +95,12 @@ impl Ctx<'_> {
         }
     }
 
-    fn invalid(&self, span: &Range<usize>, field: impl Into<String>, msg: impl Into<String>) -> ManifestError {
+    fn invalid(
+        &self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> ManifestError {
         self.err(span, field, ManifestErrorKind::Invalid(msg.into()))
     }
 
@@ -105,8 +115,13 @@ impl Ctx<'_> {
     }
 
     fn path(&self, s: &Spanned<String>, field: &str) -> Result<String, ManifestError> {
-        check_relative_path(s.get_ref())
-            .map_err(|why| self.invalid(&s.span(), field, format!("unsafe path `{}`: {why}", s.get_ref())))?;
+        check_relative_path(s.get_ref()).map_err(|why| {
+            self.invalid(
+                &s.span(),
+                field,
+                format!("unsafe path `{}`: {why}", s.get_ref()),
+            )
+        })?;
         Ok(s.get_ref().clone())
     }
 }
@@ -114,12 +129,15 @@ impl Ctx<'_> {
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'))
+        && s.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'))
 }
 
 pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
     let raw: RawManifest = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         ManifestError {
             file: origin.to_string(),
             line,
@@ -139,8 +157,15 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         ));
     }
     let version = p.version.get_ref();
-    if version.is_empty() || version.len() > 64 || version.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(cx.invalid(&p.version.span(), "package.version", "use 1 to 64 printable characters without spaces, e.g. \"1.0.0\""));
+    if version.is_empty()
+        || version.len() > 64
+        || version.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(cx.invalid(
+            &p.version.span(),
+            "package.version",
+            "use 1 to 64 printable characters without spaces, e.g. \"1.0.0\"",
+        ));
     }
     let mut publisher = [0u8; 32];
     if hex::decode_to_slice(p.publisher.get_ref(), &mut publisher).is_err() {
@@ -163,7 +188,11 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
     for (name, raw, slot) in [
         ("fuel", &l.fuel, &mut limits.fuel),
         ("memory_bytes", &l.memory_bytes, &mut limits.memory_bytes),
-        ("table_elements", &l.table_elements, &mut limits.table_elements),
+        (
+            "table_elements",
+            &l.table_elements,
+            &mut limits.table_elements,
+        ),
         ("module_bytes", &l.module_bytes, &mut limits.module_bytes),
         ("output_bytes", &l.output_bytes, &mut limits.output_bytes),
         ("stderr_bytes", &l.stderr_bytes, &mut limits.stderr_bytes),
@@ -172,7 +201,11 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
     ] {
         if let Some(v) = raw {
             if *v.get_ref() == 0 {
-                return Err(cx.invalid(&v.span(), format!("limits.{name}"), "a limit must be greater than zero; leave it out to get the default"));
+                return Err(cx.invalid(
+                    &v.span(),
+                    format!("limits.{name}"),
+                    "a limit must be greater than zero; leave it out to get the default",
+                ));
             }
             *slot = Some(*v.get_ref());
         }
@@ -184,12 +217,20 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
     for (name, f) in &raw.modules {
         let field = format!("modules.{}", name.get_ref());
         if !is_name(name.get_ref()) {
-            return Err(cx.invalid(&name.span(), field, "a module name has 1 to 64 lowercase letters, digits, '-' or '_'"));
+            return Err(cx.invalid(
+                &name.span(),
+                field,
+                "a module name has 1 to 64 lowercase letters, digits, '-' or '_'",
+            ));
         }
         let path = cx.path(&f.path, &format!("{field}.path"))?;
         let digest = cx.digest(&f.digest, &format!("{field}.digest"))?;
         if !paths.insert(path.clone()) {
-            return Err(cx.err(&f.path.span(), format!("{field}.path"), ManifestErrorKind::Duplicate(path)));
+            return Err(cx.err(
+                &f.path.span(),
+                format!("{field}.path"),
+                ManifestErrorKind::Duplicate(path),
+            ));
         }
         modules.insert(name.get_ref().clone(), FileRef { path, digest });
     }
@@ -199,7 +240,11 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         let path = cx.path(&f.path, &format!("{field}.path"))?;
         let digest = cx.digest(&f.digest, &format!("{field}.digest"))?;
         if !paths.insert(path.clone()) {
-            return Err(cx.err(&f.path.span(), format!("{field}.path"), ManifestErrorKind::Duplicate(path)));
+            return Err(cx.err(
+                &f.path.span(),
+                format!("{field}.path"),
+                ManifestErrorKind::Duplicate(path),
+            ));
         }
         files.push(FileRef { path, digest });
     }
@@ -221,35 +266,61 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
     for (i, s) in raw.stages.iter().enumerate() {
         let field = format!("stages[{i}]");
         if !is_name(s.name.get_ref()) {
-            return Err(cx.invalid(&s.name.span(), format!("{field}.name"), "a stage name has 1 to 64 lowercase letters, digits, '-' or '_'"));
+            return Err(cx.invalid(
+                &s.name.span(),
+                format!("{field}.name"),
+                "a stage name has 1 to 64 lowercase letters, digits, '-' or '_'",
+            ));
         }
         if !stage_names.insert(s.name.get_ref().clone()) {
-            return Err(cx.err(&s.name.span(), format!("{field}.name"), ManifestErrorKind::Duplicate(s.name.get_ref().clone())));
+            return Err(cx.err(
+                &s.name.span(),
+                format!("{field}.name"),
+                ManifestErrorKind::Duplicate(s.name.get_ref().clone()),
+            ));
         }
         if !modules.contains_key(s.module.get_ref()) {
             return Err(cx.err(
                 &s.module.span(),
                 format!("{field}.module"),
-                ManifestErrorKind::Dangling { what: "module", name: s.module.get_ref().clone() },
+                ManifestErrorKind::Dangling {
+                    what: "module",
+                    name: s.module.get_ref().clone(),
+                },
             ));
         }
         let mut env = BTreeMap::new();
         for (k, v) in &s.env {
             let key = k.get_ref();
             if key.is_empty() || key.contains('=') || key.contains('\0') || v.contains('\0') {
-                return Err(cx.invalid(&k.span(), format!("{field}.env.{key}"), "an environment name is non-empty and has no '=' or NUL; values have no NUL"));
+                return Err(cx.invalid(
+                    &k.span(),
+                    format!("{field}.env.{key}"),
+                    "an environment name is non-empty and has no '=' or NUL; values have no NUL",
+                ));
             }
             env.insert(key.clone(), v.clone());
         }
         if s.args.iter().any(|a| a.contains('\0')) {
-            return Err(cx.invalid(&s.name.span(), format!("{field}.args"), "arguments cannot contain NUL"));
+            return Err(cx.invalid(
+                &s.name.span(),
+                format!("{field}.args"),
+                "arguments cannot contain NUL",
+            ));
         }
         let mut read = Vec::new();
         for (j, r) in s.read.iter().enumerate() {
             let rfield = format!("{field}.read[{j}]");
             let path = cx.path(r, &rfield)?;
             if !files.iter().any(|f| f.path == path) {
-                return Err(cx.err(&r.span(), rfield, ManifestErrorKind::Dangling { what: "file", name: path }));
+                return Err(cx.err(
+                    &r.span(),
+                    rfield,
+                    ManifestErrorKind::Dangling {
+                        what: "file",
+                        name: path,
+                    },
+                ));
             }
             if read.contains(&path) {
                 return Err(cx.err(&r.span(), rfield, ManifestErrorKind::Duplicate(path)));
@@ -265,5 +336,11 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         });
     }
 
-    Ok(Manifest { package, limits, modules, files, stages })
+    Ok(Manifest {
+        package,
+        limits,
+        modules,
+        files,
+        stages,
+    })
 }

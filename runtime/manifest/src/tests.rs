@@ -41,7 +41,10 @@ fn a_good_manifest_parses() {
     let m = Manifest::parse(&good(), "tally.toml").unwrap();
     assert_eq!(m.package.name, "demo");
     assert_eq!(m.limits.fuel, Some(5000));
-    assert_eq!(m.limits.resolve().memory_bytes, Limits::DEFAULT_MEMORY_BYTES);
+    assert_eq!(
+        m.limits.resolve().memory_bytes,
+        Limits::DEFAULT_MEMORY_BYTES
+    );
     assert_eq!(m.stages[0].env["MODE"], "fast");
     assert_eq!(m.file("data/labels.txt").unwrap().path, "data/labels.txt");
 }
@@ -49,7 +52,9 @@ fn a_good_manifest_parses() {
 #[test]
 fn the_id_ignores_formatting_but_not_content() {
     let a = Manifest::parse(&good(), "a").unwrap();
-    let reformatted = good().replace("# a comment\n", "").replace("fuel = 5000", "fuel = 5_000");
+    let reformatted = good()
+        .replace("# a comment\n", "")
+        .replace("fuel = 5000", "fuel = 5_000");
     let b = Manifest::parse(&reformatted, "b").unwrap();
     assert_eq!(a.id(), b.id());
     let c = Manifest::parse(&good().replace("--size", "--sizes"), "c").unwrap();
@@ -68,8 +73,15 @@ fn dangling_module_reference_names_field_and_line() {
     let e = err(&good().replace("module = \"pre\"", "module = \"post\""));
     assert_eq!(e.field, "stages[0].module");
     assert_eq!(e.line, Some(20));
-    assert!(matches!(e.kind, ManifestErrorKind::Dangling { what: "module", .. }));
-    assert!(e.to_string().starts_with("tally.toml:20: field `stages[0].module`"), "{e}");
+    assert!(matches!(
+        e.kind,
+        ManifestErrorKind::Dangling { what: "module", .. }
+    ));
+    assert!(
+        e.to_string()
+            .starts_with("tally.toml:20: field `stages[0].module`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -80,9 +92,19 @@ fn reading_an_undeclared_file_is_an_error() {
 
 #[test]
 fn unsafe_paths_are_rejected() {
-    for bad in ["../etc/passwd", "/etc/passwd", "a//b", "a/./b", "a\\\\b", "c:x"] {
+    for bad in [
+        "../etc/passwd",
+        "/etc/passwd",
+        "a//b",
+        "a/./b",
+        "a\\\\b",
+        "c:x",
+    ] {
         let e = err(&good().replace("data/labels.txt", bad));
-        assert!(matches!(e.kind, ManifestErrorKind::Invalid(_)), "{bad}: {e}");
+        assert!(
+            matches!(e.kind, ManifestErrorKind::Invalid(_)),
+            "{bad}: {e}"
+        );
         assert!(e.to_string().contains("unsafe path"), "{bad}: {e}");
     }
 }
@@ -98,7 +120,10 @@ fn bad_digest_and_publisher_say_how_to_fix() {
 
 #[test]
 fn zero_limits_duplicates_and_empty_pipelines_are_rejected() {
-    assert_eq!(err(&good().replace("fuel = 5000", "fuel = 0")).field, "limits.fuel");
+    assert_eq!(
+        err(&good().replace("fuel = 5000", "fuel = 0")).field,
+        "limits.fuel"
+    );
     let dup = good() + "\n[[stages]]\nname = \"pre\"\nmodule = \"pre\"\n";
     assert!(matches!(err(&dup).kind, ManifestErrorKind::Duplicate(_)));
     let no_stages = good().split("[[stages]]").next().unwrap().to_string();

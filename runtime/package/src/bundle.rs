@@ -21,7 +21,11 @@ pub type PackProgress<'a> = dyn FnMut(&str, u64, u64) + 'a;
 /// Packs the manifest at `manifest_path` and the files it names (relative to
 /// the manifest's directory) into a signed [`Package`], checking every
 /// declared digest and that `key` is the declared publisher.
-pub fn pack(manifest_path: &Path, key: &SigningKey, progress: &mut PackProgress<'_>) -> Result<Package, PackageError> {
+pub fn pack(
+    manifest_path: &Path,
+    key: &SigningKey,
+    progress: &mut PackProgress<'_>,
+) -> Result<Package, PackageError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| PackageError::Io { path, source }
@@ -40,11 +44,21 @@ pub fn pack(manifest_path: &Path, key: &SigningKey, progress: &mut PackProgress<
         .modules
         .iter()
         .map(|(name, f)| (format!("modules.{name}"), f))
-        .chain(manifest.files.iter().enumerate().map(|(i, f)| (format!("files[{i}]"), f)))
+        .chain(
+            manifest
+                .files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (format!("files[{i}]"), f)),
+        )
         .collect();
     let total: u64 = fields
         .iter()
-        .map(|(_, f)| std::fs::metadata(dir.join(&f.path)).map(|m| m.len()).unwrap_or(0))
+        .map(|(_, f)| {
+            std::fs::metadata(dir.join(&f.path))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
         .sum();
     let mut blobs = BTreeMap::new();
     for (field, f) in fields {
@@ -52,7 +66,12 @@ pub fn pack(manifest_path: &Path, key: &SigningKey, progress: &mut PackProgress<
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         let found = Digest::of(&bytes);
         if found != f.digest {
-            return Err(PackageError::DigestMismatch { field, path: f.path.clone(), expected: f.digest, found });
+            return Err(PackageError::DigestMismatch {
+                field,
+                path: f.path.clone(),
+                expected: f.digest,
+                found,
+            });
         }
         progress(&f.path, bytes.len() as u64, total);
         blobs.insert(found, bytes);
@@ -63,7 +82,8 @@ pub fn pack(manifest_path: &Path, key: &SigningKey, progress: &mut PackProgress<
 
 pub(crate) fn header(path: &str, size: u64) -> tar::Header {
     let mut h = tar::Header::new_ustar();
-    h.set_path(path).expect("bundle entry names are short ASCII");
+    h.set_path(path)
+        .expect("bundle entry names are short ASCII");
     h.set_size(size);
     h.set_mode(0o444);
     h.set_mtime(0);
@@ -83,7 +103,10 @@ pub(crate) fn write(package: &Package, writer: impl Write) -> std::io::Result<()
     let sig = serde_json::to_vec_pretty(&package.signature).expect("signature serializes");
     b.append(&header(SIG_FILE, sig.len() as u64), sig.as_slice())?;
     for (digest, bytes) in &package.blobs {
-        b.append(&header(&format!("{BLOB_DIR}{digest}"), bytes.len() as u64), bytes.as_slice())?;
+        b.append(
+            &header(&format!("{BLOB_DIR}{digest}"), bytes.len() as u64),
+            bytes.as_slice(),
+        )?;
     }
     b.into_inner()?.flush()
 }
@@ -93,21 +116,28 @@ pub(crate) fn read(reader: impl Read, max_bytes: u64) -> Result<Package, Package
     let corrupt = |m: String| PackageError::Corrupt(m);
     // The sum of entry sizes is the real cap (checked below); this bound on
     // raw bytes also covers headers and padding.
-    let mut archive = tar::Archive::new(reader.take(max_bytes.saturating_mul(2).saturating_add(1 << 20)));
+    let mut archive =
+        tar::Archive::new(reader.take(max_bytes.saturating_mul(2).saturating_add(1 << 20)));
     let mut text: Option<String> = None;
     let mut sig: Option<PackageSignature> = None;
     let mut blobs = BTreeMap::new();
     let mut total = 0u64;
-    let entries = archive.entries().map_err(|e| corrupt(format!("not a tar archive: {e}")))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| corrupt(format!("not a tar archive: {e}")))?;
     for (index, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(|e| corrupt(format!("entry {index}: unreadable header: {e}")))?;
+        let mut entry =
+            entry.map_err(|e| corrupt(format!("entry {index}: unreadable header: {e}")))?;
         let name = String::from_utf8(entry.path_bytes().into_owned())
             .map_err(|_| corrupt(format!("entry {index}: the name is not UTF-8")))?;
         let kind = entry.header().entry_type();
         if kind != tar::EntryType::Regular {
             return Err(corrupt(format!("entry {index} `{name}`: is a {kind:?}, only regular files are allowed (no links or directories)")));
         }
-        let size = entry.header().size().map_err(|e| corrupt(format!("entry `{name}`: bad size: {e}")))?;
+        let size = entry
+            .header()
+            .size()
+            .map_err(|e| corrupt(format!("entry `{name}`: bad size: {e}")))?;
         total = total.saturating_add(size);
         if total > max_bytes {
             return Err(PackageError::TooLarge { cap: max_bytes });
@@ -117,19 +147,28 @@ pub(crate) fn read(reader: impl Read, max_bytes: u64) -> Result<Package, Package
             .read_to_end(&mut bytes)
             .map_err(|e| corrupt(format!("entry `{name}`: truncated or unreadable: {e}")))?;
         if bytes.len() as u64 != size {
-            return Err(corrupt(format!("entry `{name}`: truncated ({} of {size} bytes)", bytes.len())));
+            return Err(corrupt(format!(
+                "entry `{name}`: truncated ({} of {size} bytes)",
+                bytes.len()
+            )));
         }
         match (index, name.as_str()) {
             (0, MANIFEST_FILE) => {
-                text = Some(String::from_utf8(bytes).map_err(|_| corrupt(format!("{MANIFEST_FILE} is not UTF-8")))?);
+                text = Some(
+                    String::from_utf8(bytes)
+                        .map_err(|_| corrupt(format!("{MANIFEST_FILE} is not UTF-8")))?,
+                );
             }
             (1, SIG_FILE) => {
-                sig = Some(serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("{SIG_FILE}: {e}")))?);
+                sig = Some(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| corrupt(format!("{SIG_FILE}: {e}")))?,
+                );
             }
             (i, n) if i >= 2 && n.starts_with(BLOB_DIR) => {
-                let digest: Digest = n[BLOB_DIR.len()..]
-                    .parse()
-                    .map_err(|e| corrupt(format!("entry `{n}`: a blob is named by its digest: {e}")))?;
+                let digest: Digest = n[BLOB_DIR.len()..].parse().map_err(|e| {
+                    corrupt(format!("entry `{n}`: a blob is named by its digest: {e}"))
+                })?;
                 if blobs.insert(digest, bytes).is_some() {
                     return Err(corrupt(format!("entry `{n}` appears twice")));
                 }
@@ -144,12 +183,15 @@ pub(crate) fn read(reader: impl Read, max_bytes: u64) -> Result<Package, Package
             }
         }
     }
-    let text = text.ok_or_else(|| corrupt(format!("no {MANIFEST_FILE}: this is not a Tally bundle")))?;
+    let text =
+        text.ok_or_else(|| corrupt(format!("no {MANIFEST_FILE}: this is not a Tally bundle")))?;
     let sig = sig.ok_or_else(|| corrupt(format!("no {SIG_FILE}: the bundle is not signed")))?;
     let referenced: usize = blobs.len();
     let package = Package::new(text, sig, blobs)?;
     if package.blobs.len() != referenced {
-        return Err(corrupt("the bundle holds blobs the manifest does not name".into()));
+        return Err(corrupt(
+            "the bundle holds blobs the manifest does not name".into(),
+        ));
     }
     Ok(package)
 }

@@ -147,9 +147,11 @@ impl PackageSignature {
         if self.publisher != hex::encode(publisher) {
             return Err(bad("signed by a key other than the manifest's publisher"));
         }
-        let key = VerifyingKey::from_bytes(publisher).map_err(|_| bad("the publisher key is not a valid ed25519 point"))?;
+        let key = VerifyingKey::from_bytes(publisher)
+            .map_err(|_| bad("the publisher key is not a valid ed25519 point"))?;
         let mut sig = [0u8; 64];
-        hex::decode_to_slice(&self.signature, &mut sig).map_err(|_| bad("the signature is not 128 hex digits"))?;
+        hex::decode_to_slice(&self.signature, &mut sig)
+            .map_err(|_| bad("the signature is not 128 hex digits"))?;
         key.verify(Self::message(id).as_bytes(), &Signature::from_bytes(&sig))
             .map_err(|_| bad("the signature does not match the package id (the package was altered or signed by another key)"))
     }
@@ -167,28 +169,48 @@ impl Package {
         for (digest, bytes) in &blobs {
             let found = Digest::of(bytes);
             if found != *digest {
-                return Err(PackageError::Corrupt(format!("blob {digest} holds bytes with digest {found}")));
+                return Err(PackageError::Corrupt(format!(
+                    "blob {digest} holds bytes with digest {found}"
+                )));
             }
         }
         for f in manifest.all_files() {
             if !blobs.contains_key(&f.digest) {
-                return Err(PackageError::MissingBlob { path: f.path.clone(), digest: f.digest });
+                return Err(PackageError::MissingBlob {
+                    path: f.path.clone(),
+                    digest: f.digest,
+                });
             }
         }
-        let referenced: std::collections::BTreeSet<Digest> = manifest.all_files().map(|f| f.digest).collect();
+        let referenced: std::collections::BTreeSet<Digest> =
+            manifest.all_files().map(|f| f.digest).collect();
         blobs.retain(|d, _| referenced.contains(d));
-        Ok(Package { manifest, manifest_text, signature, blobs })
+        Ok(Package {
+            manifest,
+            manifest_text,
+            signature,
+            blobs,
+        })
     }
 
     /// Reads and checks a bundle (see the crate docs for the format),
     /// refusing more than `max_bytes`.
-    pub fn from_bundle(reader: impl std::io::Read, max_bytes: u64) -> Result<Package, PackageError> {
+    pub fn from_bundle(
+        reader: impl std::io::Read,
+        max_bytes: u64,
+    ) -> Result<Package, PackageError> {
         bundle::read(reader, max_bytes)
     }
 
     /// Reads and checks the bundle file at `path`.
-    pub fn from_bundle_file(path: &std::path::Path, max_bytes: u64) -> Result<Package, PackageError> {
-        let file = std::fs::File::open(path).map_err(|source| PackageError::Io { path: path.display().to_string(), source })?;
+    pub fn from_bundle_file(
+        path: &std::path::Path,
+        max_bytes: u64,
+    ) -> Result<Package, PackageError> {
+        let file = std::fs::File::open(path).map_err(|source| PackageError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_bundle(std::io::BufReader::new(file), max_bytes)
     }
 
@@ -229,7 +251,10 @@ impl Package {
 
     /// The bytes of module `name`.
     pub fn module(&self, name: &str) -> Option<&[u8]> {
-        self.manifest.modules.get(name).and_then(|f| self.blob(&f.digest))
+        self.manifest
+            .modules
+            .get(name)
+            .and_then(|f| self.blob(&f.digest))
     }
 }
 

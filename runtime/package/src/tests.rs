@@ -51,7 +51,10 @@ fn pack_rejects_a_changed_file() {
     let f = fixture();
     std::fs::write(f.dir.path().join("data/a.txt"), b"HELLO").unwrap();
     let e = pack(&f.dir.path().join("tally.toml"), &f.key, &mut |_, _, _| {}).unwrap_err();
-    assert!(matches!(e, PackageError::DigestMismatch { ref field, .. } if field == "files[0]"), "{e}");
+    assert!(
+        matches!(e, PackageError::DigestMismatch { ref field, .. } if field == "files[0]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -88,11 +91,17 @@ fn truncation_is_detected() {
     let f = fixture();
     let bytes = bundle_bytes(&packed(&f));
     for cut in [10, 600, 1100, bytes.len() / 2] {
-        assert!(Package::from_bundle(&bytes[..cut], DEFAULT_MAX_BUNDLE_BYTES).is_err(), "cut at {cut}");
+        assert!(
+            Package::from_bundle(&bytes[..cut], DEFAULT_MAX_BUNDLE_BYTES).is_err(),
+            "cut at {cut}"
+        );
     }
 }
 
-fn raw_tar(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+/// One raw tar entry: name, type, data.
+type Entry<'a> = (&'a str, tar::EntryType, &'a [u8]);
+
+fn raw_tar(entries: &[Entry<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, data) in entries {
         let mut h = tar::Header::new_gnu();
@@ -116,18 +125,43 @@ fn traversal_links_and_strange_entries_are_rejected() {
     let sig = serde_json::to_vec(p.signature()).unwrap();
     let text = p.manifest_text().as_bytes();
     let reg = tar::EntryType::Regular;
-    let cases: Vec<(Vec<(&str, tar::EntryType, &[u8])>, &str)> = vec![
+    let cases: Vec<(Vec<Entry<'_>>, &str)> = vec![
         (vec![("../tally.toml", reg, text)], "expected `tally.toml`"),
         (vec![("/etc/passwd", reg, b"x")], "expected `tally.toml`"),
-        (vec![("tally.toml", tar::EntryType::Symlink, b"")], "only regular files"),
-        (vec![("tally.toml", reg, text), ("tally.sig", reg, &sig), ("blobs/../../x", reg, b"x")], "named by its digest"),
-        (vec![("tally.toml", reg, text), ("tally.sig", reg, &sig), ("blobs/x", tar::EntryType::Link, b"")], "only regular files"),
-        (vec![("tally.toml", reg, text), ("tally.sig", reg, &sig)], "has no such blob"),
+        (
+            vec![("tally.toml", tar::EntryType::Symlink, b"")],
+            "only regular files",
+        ),
+        (
+            vec![
+                ("tally.toml", reg, text),
+                ("tally.sig", reg, &sig),
+                ("blobs/../../x", reg, b"x"),
+            ],
+            "named by its digest",
+        ),
+        (
+            vec![
+                ("tally.toml", reg, text),
+                ("tally.sig", reg, &sig),
+                ("blobs/x", tar::EntryType::Link, b""),
+            ],
+            "only regular files",
+        ),
+        (
+            vec![("tally.toml", reg, text), ("tally.sig", reg, &sig)],
+            "has no such blob",
+        ),
         (vec![("tally.toml", reg, text)], "not signed"),
     ];
     for (entries, want) in cases {
-        let e = Package::from_bundle(raw_tar(&entries).as_slice(), DEFAULT_MAX_BUNDLE_BYTES).unwrap_err();
-        assert!(e.to_string().contains(want), "{entries:?}: got `{e}`, wanted `{want}`", entries = entries.iter().map(|e| e.0).collect::<Vec<_>>());
+        let e = Package::from_bundle(raw_tar(&entries).as_slice(), DEFAULT_MAX_BUNDLE_BYTES)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains(want),
+            "{entries:?}: got `{e}`, wanted `{want}`",
+            entries = entries.iter().map(|e| e.0).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -139,10 +173,22 @@ fn extra_blobs_and_oversized_bundles_are_rejected() {
     blobs.insert(Digest::of(b"extra"), b"extra".to_vec());
     let mut b = tar::Builder::new(Vec::new());
     let sig = serde_json::to_vec(p.signature()).unwrap();
-    b.append(&super::bundle_header_for_tests("tally.toml", p.manifest_text().len() as u64), p.manifest_text().as_bytes()).unwrap();
-    b.append(&super::bundle_header_for_tests("tally.sig", sig.len() as u64), sig.as_slice()).unwrap();
+    b.append(
+        &super::bundle_header_for_tests("tally.toml", p.manifest_text().len() as u64),
+        p.manifest_text().as_bytes(),
+    )
+    .unwrap();
+    b.append(
+        &super::bundle_header_for_tests("tally.sig", sig.len() as u64),
+        sig.as_slice(),
+    )
+    .unwrap();
     for (d, bytes) in &blobs {
-        b.append(&super::bundle_header_for_tests(&format!("blobs/{d}"), bytes.len() as u64), bytes.as_slice()).unwrap();
+        b.append(
+            &super::bundle_header_for_tests(&format!("blobs/{d}"), bytes.len() as u64),
+            bytes.as_slice(),
+        )
+        .unwrap();
     }
     let bytes = b.into_inner().unwrap();
     let e = Package::from_bundle(bytes.as_slice(), DEFAULT_MAX_BUNDLE_BYTES).unwrap_err();

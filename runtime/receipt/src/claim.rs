@@ -174,8 +174,12 @@ impl std::fmt::Display for Outcome {
             Outcome::Ok => write!(f, "ok"),
             Outcome::Exit { stage, code } => write!(f, "stage `{stage}` exited with status {code}"),
             Outcome::Trap { stage, trap } => write!(f, "stage `{stage}` trapped: {trap}"),
-            Outcome::LimitExceeded { stage, limit } => write!(f, "stage `{stage}` exceeded the {limit} limit"),
-            Outcome::Rejected { stage, reason } => write!(f, "stage `{stage}` was rejected: {reason}"),
+            Outcome::LimitExceeded { stage, limit } => {
+                write!(f, "stage `{stage}` exceeded the {limit} limit")
+            }
+            Outcome::Rejected { stage, reason } => {
+                write!(f, "stage `{stage}` was rejected: {reason}")
+            }
             Outcome::Aborted { stage, reason } => {
                 write!(f, "stage `{stage}` was aborted ({reason}; not deterministic, cannot be verified by replay)")
             }
@@ -240,23 +244,44 @@ pub fn compare(expected: &Claim, found: &Claim) -> Vec<Mismatch> {
 
 fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<Mismatch>) {
     use serde_json::Value;
-    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
     match (a, b) {
-        (Value::Object(x), Value::Object(y)) if x.get("kind").is_none() || x.get("kind") == y.get("kind") => {
+        (Value::Object(x), Value::Object(y))
+            if x.get("kind").is_none() || x.get("kind") == y.get("kind") =>
+        {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
-                diff(&join(k), x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+                diff(
+                    &join(k),
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
             }
         }
         (Value::Array(x), Value::Array(y)) => {
             if x.len() != y.len() {
-                out.push(Mismatch { field: format!("{path}.len"), expected: x.len().to_string(), found: y.len().to_string() });
+                out.push(Mismatch {
+                    field: format!("{path}.len"),
+                    expected: x.len().to_string(),
+                    found: y.len().to_string(),
+                });
             }
             for (i, (p, q)) in x.iter().zip(y).enumerate() {
                 diff(&format!("{path}[{i}]"), p, q, out);
             }
         }
-        _ if a != b => out.push(Mismatch { field: path.to_string(), expected: a.to_string(), found: b.to_string() }),
+        _ if a != b => out.push(Mismatch {
+            field: path.to_string(),
+            expected: a.to_string(),
+            found: b.to_string(),
+        }),
         _ => {}
     }
 }

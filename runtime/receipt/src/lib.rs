@@ -134,9 +134,12 @@ impl Receipt {
 
     /// Parses a receipt from JSON, checking the format version.
     pub fn from_json(text: &str) -> Result<Receipt, ReceiptError> {
-        let r: Receipt = serde_json::from_str(text).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        let r: Receipt =
+            serde_json::from_str(text).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
         if r.claim.format_version != FORMAT_VERSION {
-            return Err(ReceiptError::UnsupportedVersion { found: r.claim.format_version });
+            return Err(ReceiptError::UnsupportedVersion {
+                found: r.claim.format_version,
+            });
         }
         Ok(r)
     }
@@ -162,14 +165,24 @@ impl Receipt {
             )));
         }
         let mut key = [0u8; 32];
-        hex::decode_to_slice(&self.seal.host_key, &mut key).map_err(|_| bad("host_key is not 64 hex digits"))?;
-        let key = VerifyingKey::from_bytes(&key).map_err(|_| bad("host_key is not a valid ed25519 key"))?;
+        hex::decode_to_slice(&self.seal.host_key, &mut key)
+            .map_err(|_| bad("host_key is not 64 hex digits"))?;
+        let key = VerifyingKey::from_bytes(&key)
+            .map_err(|_| bad("host_key is not a valid ed25519 key"))?;
         let mut sig = [0u8; 64];
-        hex::decode_to_slice(&self.seal.signature, &mut sig).map_err(|_| bad("signature is not 128 hex digits"))?;
-        key.verify(Seal::message(&digest).as_bytes(), &Signature::from_bytes(&sig))
-            .map_err(|_| bad("the signature does not verify for this claim and host key (forged or re-sealed)"))?;
+        hex::decode_to_slice(&self.seal.signature, &mut sig)
+            .map_err(|_| bad("signature is not 128 hex digits"))?;
+        key.verify(
+            Seal::message(&digest).as_bytes(),
+            &Signature::from_bytes(&sig),
+        )
+        .map_err(|_| {
+            bad("the signature does not verify for this claim and host key (forged or re-sealed)")
+        })?;
         if !trusted.is_empty() && !trusted.iter().any(|t| t.trim() == self.seal.host_key) {
-            return Err(ReceiptError::UntrustedHost { found: self.seal.host_key.clone() });
+            return Err(ReceiptError::UntrustedHost {
+                found: self.seal.host_key.clone(),
+            });
         }
         Ok(())
     }

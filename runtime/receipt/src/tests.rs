@@ -4,7 +4,11 @@ fn claim() -> Claim {
     Claim {
         format_version: FORMAT_VERSION,
         tally_version: "0.1.0".into(),
-        engine: EngineInfo { wasmtime_version: "48.0.8".into(), profile: Digest::of(b"p"), target: Digest::of(b"t") },
+        engine: EngineInfo {
+            wasmtime_version: "48.0.8".into(),
+            profile: Digest::of(b"p"),
+            target: Digest::of(b"t"),
+        },
         package_id: Digest::of(b"pkg"),
         input: Digest::of(b"in"),
         output: Digest::of(b"out"),
@@ -34,7 +38,10 @@ fn key() -> SigningKey {
 #[test]
 fn claim_digest_is_pinned() {
     // Changing the claim encoding is a format change: bump FORMAT_VERSION.
-    assert_eq!(claim().digest().to_string(), "666fa00a61a4b97d91966ec1d29d6f45548db51bbf3ec459be5787af9e320c0a");
+    assert_eq!(
+        claim().digest().to_string(),
+        "666fa00a61a4b97d91966ec1d29d6f45548db51bbf3ec459be5787af9e320c0a"
+    );
 }
 
 #[test]
@@ -44,7 +51,8 @@ fn sealed_receipts_round_trip_and_verify() {
     let back = Receipt::from_json(&r.to_json()).unwrap();
     assert_eq!(back, r);
     back.check_seal(&[]).unwrap();
-    back.check_seal(&[hex::encode(k.verifying_key().as_bytes())]).unwrap();
+    back.check_seal(&[hex::encode(k.verifying_key().as_bytes())])
+        .unwrap();
 }
 
 #[test]
@@ -52,10 +60,14 @@ fn an_edited_field_breaks_the_seal() {
     let r = Receipt::seal(claim(), &key(), Metadata::default());
     let mut edited = r.clone();
     edited.claim.fuel_consumed += 1;
-    assert!(matches!(edited.check_seal(&[]), Err(ReceiptError::BadSeal(m)) if m.contains("edited")));
+    assert!(
+        matches!(edited.check_seal(&[]), Err(ReceiptError::BadSeal(m)) if m.contains("edited"))
+    );
     // Editing the digest in the seal too does not help: the signature fails.
     edited.seal.claim_digest = edited.claim.digest();
-    assert!(matches!(edited.check_seal(&[]), Err(ReceiptError::BadSeal(m)) if m.contains("forged")));
+    assert!(
+        matches!(edited.check_seal(&[]), Err(ReceiptError::BadSeal(m)) if m.contains("forged"))
+    );
 }
 
 #[test]
@@ -70,17 +82,28 @@ fn resealed_by_another_key_is_untrusted() {
     let r = Receipt::seal(claim(), &key(), Metadata::default());
     let trusted = vec![r.seal.host_key.clone()];
     let forged = Receipt::seal(claim(), &key(), Metadata::default());
-    assert!(matches!(forged.check_seal(&trusted), Err(ReceiptError::UntrustedHost { .. })));
+    assert!(matches!(
+        forged.check_seal(&trusted),
+        Err(ReceiptError::UntrustedHost { .. })
+    ));
 }
 
 #[test]
 fn truncated_unknown_and_future_receipts_are_rejected() {
     let json = Receipt::seal(claim(), &key(), Metadata::default()).to_json();
-    assert!(matches!(Receipt::from_json(&json[..json.len() / 2]), Err(ReceiptError::Malformed(_))));
+    assert!(matches!(
+        Receipt::from_json(&json[..json.len() / 2]),
+        Err(ReceiptError::Malformed(_))
+    ));
     let extra = json.replacen("\"claim\": {", "\"claim\": {\"bonus\": 1,", 1);
-    assert!(matches!(Receipt::from_json(&extra), Err(ReceiptError::Malformed(m)) if m.contains("bonus")));
+    assert!(
+        matches!(Receipt::from_json(&extra), Err(ReceiptError::Malformed(m)) if m.contains("bonus"))
+    );
     let future = json.replacen("\"format_version\": 1", "\"format_version\": 9", 1);
-    assert!(matches!(Receipt::from_json(&future), Err(ReceiptError::UnsupportedVersion { found: 9 })));
+    assert!(matches!(
+        Receipt::from_json(&future),
+        Err(ReceiptError::UnsupportedVersion { found: 9 })
+    ));
 }
 
 #[test]
@@ -89,7 +112,10 @@ fn compare_names_fields_and_ignores_the_target() {
     let mut b = claim();
     b.stages[0].fuel_consumed = 11;
     b.engine.target = Digest::of(b"pulley");
-    b.outcome = Outcome::Trap { stage: "s".into(), trap: "unreachable".into() };
+    b.outcome = Outcome::Trap {
+        stage: "s".into(),
+        trap: "unreachable".into(),
+    };
     let m = compare(&a, &b);
     let fields: Vec<&str> = m.iter().map(|m| m.field.as_str()).collect();
     assert_eq!(fields, ["outcome", "stages[0].fuel_consumed"]);
@@ -99,7 +125,14 @@ fn compare_names_fields_and_ignores_the_target() {
 }
 
 fn call(i: i64) -> HostCall {
-    HostCall { stage: 0, func: "wasi_snapshot_preview1.random_get".into(), params: vec![i, 8], results: vec![0], data: Some(Digest::of(&i.to_le_bytes())), detail: None }
+    HostCall {
+        stage: 0,
+        func: "wasi_snapshot_preview1.random_get".into(),
+        params: vec![i, 8],
+        results: vec![0],
+        data: Some(Digest::of(&i.to_le_bytes())),
+        detail: None,
+    }
 }
 
 #[test]
@@ -113,7 +146,10 @@ fn transcripts_chain_serialise_and_localise_divergence() {
     assert_ne!(a.root(), b.root());
     let back = Transcript::from_jsonl(&a.to_jsonl(), &a.root()).unwrap();
     assert_eq!(back, a);
-    assert!(matches!(Transcript::from_jsonl(&a.to_jsonl(), &b.root()), Err(TranscriptError::RootMismatch { .. })));
+    assert!(matches!(
+        Transcript::from_jsonl(&a.to_jsonl(), &b.root()),
+        Err(TranscriptError::RootMismatch { .. })
+    ));
     let d = Transcript::first_divergence(&a, &b).unwrap();
     assert_eq!(d.index, 3);
     assert_eq!(d.expected.unwrap().params[0], 3);

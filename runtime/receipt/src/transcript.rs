@@ -58,7 +58,10 @@ pub struct Transcript {
 
 impl Default for Transcript {
     fn default() -> Self {
-        Transcript { calls: Vec::new(), root: Canon::new(TRANSCRIPT_TAG).finish() }
+        Transcript {
+            calls: Vec::new(),
+            root: Canon::new(TRANSCRIPT_TAG).finish(),
+        }
     }
 }
 
@@ -144,13 +147,22 @@ impl Transcript {
     /// root a claim binds.
     pub fn from_jsonl(text: &str, expected_root: &Digest) -> Result<Transcript, TranscriptError> {
         let mut t = Transcript::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let call = serde_json::from_str(line)
-                .map_err(|e| TranscriptError::Malformed { line: i + 1, message: e.to_string() })?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let call = serde_json::from_str(line).map_err(|e| TranscriptError::Malformed {
+                line: i + 1,
+                message: e.to_string(),
+            })?;
             t.push(call);
         }
         if t.root != *expected_root {
-            return Err(TranscriptError::RootMismatch { expected: *expected_root, found: t.root });
+            return Err(TranscriptError::RootMismatch {
+                expected: *expected_root,
+                found: t.root,
+            });
         }
         Ok(t)
     }

@@ -32,7 +32,12 @@ pub(crate) struct ModuleCache {
 
 impl ModuleCache {
     pub(crate) fn new(dir: Option<PathBuf>, target: Digest) -> Self {
-        ModuleCache { dir, target, mem: Mutex::new(HashMap::new()), compiled: AtomicU64::new(0) }
+        ModuleCache {
+            dir,
+            target,
+            mem: Mutex::new(HashMap::new()),
+            compiled: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn compiled_count(&self) -> u64 {
@@ -41,7 +46,12 @@ impl ModuleCache {
 
     /// The compiled module for `bytes` (whose digest is `digest`), or why
     /// it is rejected (a deterministic reason: invalid wasm or bad imports).
-    pub(crate) fn get(&self, base: &wasmtime::Linker<StoreData>, digest: &Digest, bytes: &[u8]) -> Result<Arc<Compiled>, String> {
+    pub(crate) fn get(
+        &self,
+        base: &wasmtime::Linker<StoreData>,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<Arc<Compiled>, String> {
         if let Some(c) = self.mem.lock().unwrap().get(digest) {
             return Ok(c.clone());
         }
@@ -52,9 +62,17 @@ impl ModuleCache {
         Ok(compiled)
     }
 
-    fn load_or_compile(&self, engine: &Engine, digest: &Digest, bytes: &[u8]) -> Result<Module, String> {
+    fn load_or_compile(
+        &self,
+        engine: &Engine,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<Module, String> {
         let path = self.dir.as_ref().map(|d| {
-            let key = Canon::new("tally.ModuleCacheKey.v1").digest(digest).digest(&self.target).finish();
+            let key = Canon::new("tally.ModuleCacheKey.v1")
+                .digest(digest)
+                .digest(&self.target)
+                .finish();
             d.join(format!("{key}.cwasm"))
         });
         if let Some(path) = &path {
@@ -72,7 +90,8 @@ impl ModuleCache {
             }
         }
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        let module = Module::new(engine, bytes).map_err(|e| format!("not a valid WebAssembly module: {e:#}"))?;
+        let module = Module::new(engine, bytes)
+            .map_err(|e| format!("not a valid WebAssembly module: {e:#}"))?;
         if let Some(path) = &path {
             if let Err(e) = write_atomically(path, &module) {
                 tracing::warn!(path = %path.display(), "cannot cache compiled module: {e:#}");
@@ -82,7 +101,10 @@ impl ModuleCache {
     }
 }
 
-fn write_atomically(path: &std::path::Path, module: &Module) -> Result<(), Box<dyn std::error::Error>> {
+fn write_atomically(
+    path: &std::path::Path,
+    module: &Module,
+) -> Result<(), Box<dyn std::error::Error>> {
     let dir = path.parent().ok_or("cache path has no parent")?;
     std::fs::create_dir_all(dir)?;
     let bytes = module.serialize()?;

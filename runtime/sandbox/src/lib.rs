@@ -106,6 +106,10 @@ pub struct SandboxConfig {
     /// Use the pooling instance allocator. Default: `false`; `true` costs
     /// address-space reservations up front and makes instantiation ~5× faster.
     pub pooling: bool,
+    /// Turn fuel metering off. Default: `false`. Only for measuring what
+    /// metering costs: claims from such a sandbox record zero fuel and carry
+    /// a different profile digest, so they never verify against metered ones.
+    pub unmetered: bool,
 }
 
 impl SandboxConfig {
@@ -122,6 +126,11 @@ impl SandboxConfig {
     /// Sets [`SandboxConfig::cache_dir`].
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+    /// Sets [`SandboxConfig::unmetered`].
+    pub fn unmetered(mut self, on: bool) -> Self {
+        self.unmetered = on;
         self
     }
     /// Sets [`SandboxConfig::pooling`].
@@ -177,8 +186,9 @@ impl Sandbox {
     /// epoch ticker.
     pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
         let wconfig = profile::wasmtime_config(&config)?;
-        let engine = wasmtime::Engine::new(&wconfig).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
-        let profile = profile::engine_info(&engine);
+        let engine =
+            wasmtime::Engine::new(&wconfig).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        let profile = profile::engine_info(&engine, config.unmetered);
         let cache = cache::ModuleCache::new(config.cache_dir.clone(), profile.target);
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (weak, stop) = (engine.weak(), ticker_stop.clone());
@@ -193,9 +203,19 @@ impl Sandbox {
                     }
                 }
             })
-            .map_err(|source| SandboxError::Io { what: "starting the epoch thread".into(), source })?;
+            .map_err(|source| SandboxError::Io {
+                what: "starting the epoch thread".into(),
+                source,
+            })?;
         let base = host::base_linker(&engine);
-        Ok(Sandbox { engine, config, profile, cache, base, ticker_stop })
+        Ok(Sandbox {
+            engine,
+            config,
+            profile,
+            cache,
+            base,
+            ticker_stop,
+        })
     }
 
     /// The engine description every claim from this sandbox carries.

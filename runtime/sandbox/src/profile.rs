@@ -59,7 +59,7 @@ pub fn wasmtime_config(config: &SandboxConfig) -> Result<Config, SandboxError> {
     if config.target == Target::Pulley {
         c.target("pulley64").map_err(engine_err)?;
     }
-    c.consume_fuel(true)
+    c.consume_fuel(!config.unmetered)
         .operator_cost(OperatorCost::new())
         .epoch_interruption(true)
         .cranelift_nan_canonicalization(true)
@@ -95,7 +95,7 @@ pub fn wasmtime_config(config: &SandboxConfig) -> Result<Config, SandboxError> {
 }
 
 /// The profile digest (host-independent) and the target digest.
-pub fn engine_info(engine: &wasmtime::Engine) -> EngineInfo {
+pub fn engine_info(engine: &wasmtime::Engine, unmetered: bool) -> EngineInfo {
     let mut c = Canon::new(PROFILE_TAG);
     c.str(WASMTIME_VERSION)
         .digest(&cost_table_digest())
@@ -105,7 +105,8 @@ pub fn engine_info(engine: &wasmtime::Engine) -> EngineInfo {
         .u64(VIRTUAL_WALL_CLOCK_NS)
         .u64(VIRTUAL_MONOTONIC_NS)
         .str(crate::host::RANDOM_TAG)
-        .str(crate::host::SEED_TAG);
+        .str(crate::host::SEED_TAG)
+        .str(if unmetered { "fuel=off" } else { "fuel=on" });
     for knob in [
         "nan_canonicalization=on",
         "relaxed_simd=deterministic",
@@ -127,7 +128,17 @@ pub fn engine_info(engine: &wasmtime::Engine) -> EngineInfo {
         c.str(knob);
     }
     let profile = c.finish();
-    let compat = digest_hash("tally.EngineCompat.v1", &engine.precompile_compatibility_hash());
-    let target = Canon::new("tally.EngineTarget.v1").digest(&profile).digest(&compat).finish();
-    EngineInfo { wasmtime_version: WASMTIME_VERSION.into(), profile, target }
+    let compat = digest_hash(
+        "tally.EngineCompat.v1",
+        &engine.precompile_compatibility_hash(),
+    );
+    let target = Canon::new("tally.EngineTarget.v1")
+        .digest(&profile)
+        .digest(&compat)
+        .finish();
+    EngineInfo {
+        wasmtime_version: WASMTIME_VERSION.into(),
+        profile,
+        target,
+    }
 }

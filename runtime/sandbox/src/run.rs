@@ -10,7 +10,9 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::host::{self, Limiter, Recorder, SeededStream, StoreData, VirtualMonotonicClock, VirtualWallClock};
+use crate::host::{
+    self, Limiter, Recorder, SeededStream, StoreData, VirtualMonotonicClock, VirtualWallClock,
+};
 use crate::{Sandbox, SandboxError, EPOCH_TICK};
 
 /// What to run a package on.
@@ -33,7 +35,12 @@ pub struct RunRequest<'a> {
 impl<'a> RunRequest<'a> {
     /// A request with every default.
     pub fn new(input: &'a [u8]) -> Self {
-        RunRequest { input, fuel: None, seed: None, limits: None }
+        RunRequest {
+            input,
+            fuel: None,
+            seed: None,
+            limits: None,
+        }
     }
     /// Sets [`RunRequest::fuel`].
     pub fn fuel(mut self, fuel: Option<u64>) -> Self {
@@ -69,7 +76,11 @@ pub struct RunResult {
 }
 
 impl Sandbox {
-    fn limits_for(&self, package: &Package, req: &RunRequest<'_>) -> Result<ResolvedLimits, SandboxError> {
+    fn limits_for(
+        &self,
+        package: &Package,
+        req: &RunRequest<'_>,
+    ) -> Result<ResolvedLimits, SandboxError> {
         let caps = &self.config.policy.caps;
         if let Some(l) = req.limits {
             for (limit, requested, cap) in [
@@ -83,7 +94,11 @@ impl Sandbox {
                 ("wall_time_ms", l.wall_time_ms, caps.wall_time_ms),
             ] {
                 if requested > cap {
-                    return Err(SandboxError::PolicyForbids { limit, requested, cap });
+                    return Err(SandboxError::PolicyForbids {
+                        limit,
+                        requested,
+                        cap,
+                    });
                 }
             }
             return Ok(l);
@@ -103,12 +118,17 @@ impl Sandbox {
         let limits = self.limits_for(package, req)?;
         let package_id = package.id();
         let input = Digest::of(req.input);
-        let seed = req.seed.unwrap_or_else(|| host::default_seed(&package_id, &input));
+        let seed = req
+            .seed
+            .unwrap_or_else(|| host::default_seed(&package_id, &input));
         let deadline = started + Duration::from_millis(limits.wall_time_ms);
         let views = tempfile::Builder::new()
             .prefix("tally-run-")
             .tempdir()
-            .map_err(|source| SandboxError::Io { what: "creating the run's file view".into(), source })?;
+            .map_err(|source| SandboxError::Io {
+                what: "creating the run's file view".into(),
+                source,
+            })?;
 
         let mut transcript = Transcript::new();
         let mut calls_left = limits.host_calls;
@@ -120,7 +140,9 @@ impl Sandbox {
 
         for (index, stage) in manifest.stages.iter().enumerate() {
             let module = &manifest.modules[&stage.module];
-            let bytes = package.blob(&module.digest).expect("a checked package has every module");
+            let bytes = package
+                .blob(&module.digest)
+                .expect("a checked package has every module");
             let mut claim = StageClaim {
                 name: stage.name.clone(),
                 module: module.digest,
@@ -130,26 +152,49 @@ impl Sandbox {
                 fuel_consumed: 0,
                 host_calls: 0,
             };
-            let fail = |outcome: &mut Outcome, o: Outcome, stages: &mut Vec<StageClaim>, claim: StageClaim| {
+            let fail = |outcome: &mut Outcome,
+                        o: Outcome,
+                        stages: &mut Vec<StageClaim>,
+                        claim: StageClaim| {
                 *outcome = o;
                 stages.push(claim);
             };
             if bytes.len() as u64 > limits.module_bytes {
-                let o = Outcome::LimitExceeded { stage: stage.name.clone(), limit: "module_bytes".into() };
+                let o = Outcome::LimitExceeded {
+                    stage: stage.name.clone(),
+                    limit: "module_bytes".into(),
+                };
                 fail(&mut outcome, o, &mut stages, claim);
                 break;
             }
             let compiled = match self.cache.get(&self.base, &module.digest, bytes) {
                 Ok(c) => c,
                 Err(reason) => {
-                    fail(&mut outcome, Outcome::Rejected { stage: stage.name.clone(), reason }, &mut stages, claim);
+                    fail(
+                        &mut outcome,
+                        Outcome::Rejected {
+                            stage: stage.name.clone(),
+                            reason,
+                        },
+                        &mut stages,
+                        claim,
+                    );
                     break;
                 }
             };
 
             let stdout = MemoryOutputPipe::new(limits.output_bytes as usize);
             let stderr = MemoryOutputPipe::new(limits.stderr_bytes as usize);
-            let wasi = self.wasi_ctx(package, stage, index as u32, &seed, std::mem::take(&mut stdin), &stdout, &stderr, views.path())?;
+            let wasi = self.wasi_ctx(
+                package,
+                stage,
+                index as u32,
+                &seed,
+                std::mem::take(&mut stdin),
+                &stdout,
+                &stderr,
+                views.path(),
+            )?;
             let mut data = StoreData {
                 wasi,
                 limiter: Limiter {
@@ -166,15 +211,35 @@ impl Sandbox {
                     limit_hit: None,
                 },
             };
-            data.rec.push("tally.stage_start", vec![index as i64], Vec::new(), Some(module.digest), Some(stage.name.clone()));
+            data.rec.push(
+                "tally.stage_start",
+                vec![index as i64],
+                Vec::new(),
+                Some(module.digest),
+                Some(stage.name.clone()),
+            );
             for path in &stage.read {
                 let digest = manifest.file(path).map(|f| f.digest);
-                data.rec.push("tally.grant", Vec::new(), Vec::new(), digest, Some(format!("/pkg/{path}")));
+                data.rec.push(
+                    "tally.grant",
+                    Vec::new(),
+                    Vec::new(),
+                    digest,
+                    Some(format!("/pkg/{path}")),
+                );
             }
             let mut store = Store::new(&self.engine, data);
             store.limiter(|d| &mut d.limiter);
-            store.set_fuel(fuel_left).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
-            let ticks = deadline.saturating_duration_since(Instant::now()).as_millis() / EPOCH_TICK.as_millis() + 1;
+            if !self.config.unmetered {
+                store
+                    .set_fuel(fuel_left)
+                    .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+            }
+            let ticks = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                / EPOCH_TICK.as_millis()
+                + 1;
             store.set_epoch_deadline(ticks as u64);
             store.epoch_deadline_trap();
             host::install_call_hook(&mut store);
@@ -199,11 +264,21 @@ impl Sandbox {
             // after a trap wasmtime's count is not, so the stage is charged
             // its whole remaining budget (a deterministic figure).
             let exact = matches!(stage_outcome, None | Some(Outcome::Exit { .. }));
-            let consumed = if exact { fuel_left - store.get_fuel().unwrap_or(0) } else { fuel_left };
+            let consumed = match store.get_fuel() {
+                Err(_) => 0, // unmetered
+                Ok(left) if exact => fuel_left - left,
+                Ok(_) => fuel_left,
+            };
             fuel_left -= consumed;
             let mut data = store.into_data();
             let stage_calls = data.rec.stage_calls;
-            data.rec.push("tally.stage_end", vec![stage_calls as i64], Vec::new(), None, None);
+            data.rec.push(
+                "tally.stage_end",
+                vec![stage_calls as i64],
+                Vec::new(),
+                None,
+                None,
+            );
             transcript = data.rec.transcript;
             calls_left = data.rec.calls_left;
 
@@ -212,11 +287,23 @@ impl Sandbox {
             // A full stdout (or stderr) pipe refuses further writes; a stage
             // that then fails in any way failed because of that limit.
             let stage_outcome = match stage_outcome {
-                Some(o) if !matches!(o, Outcome::Exit { .. }) && out.len() as u64 >= limits.output_bytes => {
-                    Some(Outcome::LimitExceeded { stage: stage.name.clone(), limit: "output".into() })
+                Some(o)
+                    if !matches!(o, Outcome::Exit { .. })
+                        && out.len() as u64 >= limits.output_bytes =>
+                {
+                    Some(Outcome::LimitExceeded {
+                        stage: stage.name.clone(),
+                        limit: "output".into(),
+                    })
                 }
-                Some(o) if !matches!(o, Outcome::Exit { .. }) && err.len() as u64 >= limits.stderr_bytes => {
-                    Some(Outcome::LimitExceeded { stage: stage.name.clone(), limit: "stderr".into() })
+                Some(o)
+                    if !matches!(o, Outcome::Exit { .. })
+                        && err.len() as u64 >= limits.stderr_bytes =>
+                {
+                    Some(Outcome::LimitExceeded {
+                        stage: stage.name.clone(),
+                        limit: "stderr".into(),
+                    })
                 }
                 o => o,
             };
@@ -252,7 +339,13 @@ impl Sandbox {
             transcript_root: transcript.root(),
             host_calls: transcript.len() as u64,
         };
-        Ok(RunResult { claim, transcript, output, stderr: stderrs, wall_time: started.elapsed() })
+        Ok(RunResult {
+            claim,
+            transcript,
+            output,
+            stderr: stderrs,
+            wall_time: started.elapsed(),
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -271,7 +364,10 @@ impl Sandbox {
         argv.extend(stage.args.iter().cloned());
         let env: Vec<(&String, &String)> = stage.env.iter().collect();
         let mut insecure_seed = [0u8; 16];
-        wasi_rand_core::Rng::fill_bytes(&mut SeededStream::new(seed, index, "insecure-seed"), &mut insecure_seed);
+        wasi_rand_core::Rng::fill_bytes(
+            &mut SeededStream::new(seed, index, "insecure-seed"),
+            &mut insecure_seed,
+        );
         let mut b = WasiCtxBuilder::new();
         b.stdin(MemoryInputPipe::new(stdin))
             .stdout(stdout.clone())
@@ -291,12 +387,18 @@ impl Sandbox {
             let dir = views.join(format!("stage-{index}"));
             let io = |what: String| move |source| SandboxError::Io { what, source };
             for path in &stage.read {
-                let file = package.manifest().file(path).expect("a checked manifest grants declared files");
-                let bytes = package.blob(&file.digest).expect("a checked package has every file");
+                let file = package
+                    .manifest()
+                    .file(path)
+                    .expect("a checked manifest grants declared files");
+                let bytes = package
+                    .blob(&file.digest)
+                    .expect("a checked package has every file");
                 let host_path = dir.join(path);
                 std::fs::create_dir_all(host_path.parent().expect("joined paths have parents"))
                     .map_err(io(format!("creating the view of {path}")))?;
-                std::fs::write(&host_path, bytes).map_err(io(format!("writing the view of {path}")))?;
+                std::fs::write(&host_path, bytes)
+                    .map_err(io(format!("writing the view of {path}")))?;
             }
             b.preopened_dir(&dir, "/pkg", FsPerms::ReadOnly)
                 .map_err(|e| SandboxError::Engine(format!("preopening the package view: {e:#}")))?;
@@ -310,17 +412,38 @@ impl Sandbox {
 fn classify(stage: &str, store: &Store<StoreData>, err: wasmtime::Error) -> Option<Outcome> {
     let stage = stage.to_string();
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
-        return (exit.0 != 0).then_some(Outcome::Exit { stage, code: exit.0 });
+        return (exit.0 != 0).then_some(Outcome::Exit {
+            stage,
+            code: exit.0,
+        });
     }
     if let Some(limit) = store.data().rec.limit_hit.or(store.data().limiter.hit) {
-        return Some(Outcome::LimitExceeded { stage, limit: limit.into() });
+        return Some(Outcome::LimitExceeded {
+            stage,
+            limit: limit.into(),
+        });
     }
     Some(match err.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => Outcome::LimitExceeded { stage, limit: "fuel".into() },
-        Some(Trap::StackOverflow) => Outcome::Aborted { stage, reason: "stack_overflow".into() },
-        Some(Trap::Interrupt) => Outcome::Aborted { stage, reason: "wall_time".into() },
-        Some(trap) => Outcome::Trap { stage, trap: snake_case(&format!("{trap:?}")) },
-        None => Outcome::Aborted { stage, reason: format!("host_error: {err:#}") },
+        Some(Trap::OutOfFuel) => Outcome::LimitExceeded {
+            stage,
+            limit: "fuel".into(),
+        },
+        Some(Trap::StackOverflow) => Outcome::Aborted {
+            stage,
+            reason: "stack_overflow".into(),
+        },
+        Some(Trap::Interrupt) => Outcome::Aborted {
+            stage,
+            reason: "wall_time".into(),
+        },
+        Some(trap) => Outcome::Trap {
+            stage,
+            trap: snake_case(&format!("{trap:?}")),
+        },
+        None => Outcome::Aborted {
+            stage,
+            reason: format!("host_error: {err:#}"),
+        },
     })
 }
 

@@ -102,7 +102,7 @@ pub enum StoreError {
         /// The package id.
         id: Digest,
         /// Why.
-        source: tally_package::PackageError,
+        source: Box<tally_package::PackageError>,
     },
 }
 
@@ -116,7 +116,9 @@ impl Store {
         if let Some(home) = std::env::var_os("TALLY_HOME") {
             return PathBuf::from(home);
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
         home.join(".tally")
     }
 
@@ -124,7 +126,10 @@ impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let root = root.into();
         for dir in [root.join("blobs"), root.join("tmp")] {
-            std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+            std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let db = redb::Database::create(root.join("index.redb")).map_err(index_err)?;
         let tx = db.begin_write().map_err(index_err)?;
@@ -166,7 +171,10 @@ impl Store {
         let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io(&tmp_dir))?;
         tmp.write_all(bytes).map_err(io(tmp.path()))?;
         tmp.as_file().sync_all().map_err(io(&path))?;
-        tmp.persist(&path).map_err(|e| StoreError::Io { path: path.clone(), source: e.error })?;
+        tmp.persist(&path).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -178,11 +186,18 @@ impl Store {
         let path = self.blob_path(digest);
         let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => StoreError::NotFound(format!("blob {digest}")),
-            _ => StoreError::Io { path: path.clone(), source: e },
+            _ => StoreError::Io {
+                path: path.clone(),
+                source: e,
+            },
         })?;
         let found = Digest::of(&bytes);
         if found != *digest {
-            return Err(StoreError::CorruptBlob { digest: *digest, path, found });
+            return Err(StoreError::CorruptBlob {
+                digest: *digest,
+                path,
+                found,
+            });
         }
         Ok(bytes)
     }
@@ -195,7 +210,9 @@ impl Store {
             blobs.push(self.put_blob(bytes)?);
         }
         let manifest = self.put_blob(package.manifest_text().as_bytes())?;
-        let signature = self.put_blob(&serde_json::to_vec_pretty(package.signature()).expect("signatures serialize"))?;
+        let signature = self.put_blob(
+            &serde_json::to_vec_pretty(package.signature()).expect("signatures serialize"),
+        )?;
         let info = &package.manifest().package;
         let record = PackageRecord {
             id,
@@ -210,11 +227,20 @@ impl Store {
         let tx = self.db.begin_write().map_err(index_err)?;
         {
             let mut packages = tx.open_table(PACKAGES).map_err(index_err)?;
-            let fresh = packages.insert(id.as_bytes(), json.as_str()).map_err(index_err)?.is_none();
+            let fresh = packages
+                .insert(id.as_bytes(), json.as_str())
+                .map_err(index_err)?
+                .is_none();
             if fresh {
                 let mut publishers = tx.open_table(PUBLISHERS).map_err(index_err)?;
-                let n = publishers.get(&info.publisher).map_err(index_err)?.map(|v| v.value()).unwrap_or(0);
-                publishers.insert(&info.publisher, n + 1).map_err(index_err)?;
+                let n = publishers
+                    .get(&info.publisher)
+                    .map_err(index_err)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                publishers
+                    .insert(&info.publisher, n + 1)
+                    .map_err(index_err)?;
             }
         }
         tx.commit().map_err(index_err)?;
@@ -225,7 +251,10 @@ impl Store {
     pub fn package_record(&self, id: &Digest) -> Result<PackageRecord, StoreError> {
         let tx = self.db.begin_read().map_err(index_err)?;
         let table = tx.open_table(PACKAGES).map_err(index_err)?;
-        let json = table.get(id.as_bytes()).map_err(index_err)?.ok_or_else(|| StoreError::NotFound(format!("package {id}")))?;
+        let json = table
+            .get(id.as_bytes())
+            .map_err(index_err)?
+            .ok_or_else(|| StoreError::NotFound(format!("package {id}")))?;
         serde_json::from_str(json.value()).map_err(index_err)
     }
 
@@ -233,14 +262,21 @@ impl Store {
     pub fn get_package(&self, id: &Digest) -> Result<Package, StoreError> {
         let record = self.package_record(id)?;
         let text = String::from_utf8(self.get_blob(&record.manifest)?).map_err(index_err)?;
-        let sig: PackageSignature = serde_json::from_slice(&self.get_blob(&record.signature)?).map_err(index_err)?;
+        let sig: PackageSignature =
+            serde_json::from_slice(&self.get_blob(&record.signature)?).map_err(index_err)?;
         let mut blobs = std::collections::BTreeMap::new();
         for d in &record.blobs {
             blobs.insert(*d, self.get_blob(d)?);
         }
-        let package = Package::new(text, sig, blobs).map_err(|source| StoreError::Package { id: *id, source })?;
+        let package = Package::new(text, sig, blobs).map_err(|e| StoreError::Package {
+            id: *id,
+            source: Box::new(e),
+        })?;
         if package.id() != *id {
-            return Err(StoreError::Index(format!("index entry {id} holds package {}", package.id())));
+            return Err(StoreError::Index(format!(
+                "index entry {id} holds package {}",
+                package.id()
+            )));
         }
         Ok(package)
     }
@@ -270,7 +306,11 @@ impl Store {
     }
 
     /// Stores a receipt and its transcript; idempotent. Returns the record.
-    pub fn put_receipt(&self, receipt: &Receipt, transcript: &Transcript) -> Result<ReceiptRecord, StoreError> {
+    pub fn put_receipt(
+        &self,
+        receipt: &Receipt,
+        transcript: &Transcript,
+    ) -> Result<ReceiptRecord, StoreError> {
         let record = ReceiptRecord {
             claim: receipt.seal.claim_digest,
             package_id: receipt.claim.package_id,
@@ -281,9 +321,13 @@ impl Store {
         let tx = self.db.begin_write().map_err(index_err)?;
         {
             let mut receipts = tx.open_table(RECEIPTS).map_err(index_err)?;
-            receipts.insert(record.claim.as_bytes(), json.as_str()).map_err(index_err)?;
+            receipts
+                .insert(record.claim.as_bytes(), json.as_str())
+                .map_err(index_err)?;
             let mut transcripts = tx.open_table(TRANSCRIPTS).map_err(index_err)?;
-            transcripts.insert(transcript.root().as_bytes(), record.transcript.as_bytes()).map_err(index_err)?;
+            transcripts
+                .insert(transcript.root().as_bytes(), record.transcript.as_bytes())
+                .map_err(index_err)?;
         }
         tx.commit().map_err(index_err)?;
         Ok(record)
@@ -293,7 +337,10 @@ impl Store {
     pub fn get_receipt(&self, claim: &Digest) -> Result<Receipt, StoreError> {
         let tx = self.db.begin_read().map_err(index_err)?;
         let table = tx.open_table(RECEIPTS).map_err(index_err)?;
-        let json = table.get(claim.as_bytes()).map_err(index_err)?.ok_or_else(|| StoreError::NotFound(format!("receipt {claim}")))?;
+        let json = table
+            .get(claim.as_bytes())
+            .map_err(index_err)?
+            .ok_or_else(|| StoreError::NotFound(format!("receipt {claim}")))?;
         let record: ReceiptRecord = serde_json::from_str(json.value()).map_err(index_err)?;
         let text = String::from_utf8(self.get_blob(&record.receipt)?).map_err(index_err)?;
         Receipt::from_json(&text).map_err(index_err)
@@ -303,7 +350,10 @@ impl Store {
     pub fn get_transcript(&self, root: &Digest) -> Result<Transcript, StoreError> {
         let tx = self.db.begin_read().map_err(index_err)?;
         let table = tx.open_table(TRANSCRIPTS).map_err(index_err)?;
-        let blob = table.get(root.as_bytes()).map_err(index_err)?.ok_or_else(|| StoreError::NotFound(format!("transcript {root}")))?;
+        let blob = table
+            .get(root.as_bytes())
+            .map_err(index_err)?
+            .ok_or_else(|| StoreError::NotFound(format!("transcript {root}")))?;
         let text = String::from_utf8(self.get_blob(&Digest(*blob.value()))?).map_err(index_err)?;
         Transcript::from_jsonl(&text, root).map_err(index_err)
     }
@@ -325,7 +375,10 @@ mod tests {
         let a = s.put_blob(b"hello").unwrap();
         assert_eq!(s.put_blob(b"hello").unwrap(), a);
         assert_eq!(s.get_blob(&a).unwrap(), b"hello");
-        assert!(matches!(s.get_blob(&Digest::of(b"absent")), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.get_blob(&Digest::of(b"absent")),
+            Err(StoreError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -334,7 +387,10 @@ mod tests {
         let a = s.put_blob(b"precious bytes").unwrap();
         let path = s.blob_path(&a);
         std::fs::write(&path, b"precious").unwrap();
-        assert!(matches!(s.get_blob(&a), Err(StoreError::CorruptBlob { .. })));
+        assert!(matches!(
+            s.get_blob(&a),
+            Err(StoreError::CorruptBlob { .. })
+        ));
         // Publishing again repairs it.
         s.put_blob(b"precious bytes").unwrap();
         assert_eq!(s.get_blob(&a).unwrap(), b"precious bytes");
@@ -360,13 +416,21 @@ mod tests {
         assert_eq!(s.put_package(&m).unwrap(), id, "idempotent");
         assert_eq!(s.get_package(&id).unwrap().id(), id);
         assert_eq!(s.packages().unwrap().len(), 1);
-        assert_eq!(s.publishers().unwrap(), vec![(hex::encode(key.verifying_key().as_bytes()), 1)]);
+        assert_eq!(
+            s.publishers().unwrap(),
+            vec![(hex::encode(key.verifying_key().as_bytes()), 1)]
+        );
         // Corrupting a module blob makes the package unloadable, with a reason.
         std::fs::write(s.blob_path(&Digest::of(&module)), b"modulf").unwrap();
-        assert!(matches!(s.get_package(&id), Err(StoreError::CorruptBlob { .. })));
+        assert!(matches!(
+            s.get_package(&id),
+            Err(StoreError::CorruptBlob { .. })
+        ));
     }
 
     fn tally_manifest_id(text: &str) -> Digest {
-        tally_manifest::Manifest::parse(text, "tally.toml").unwrap().id()
+        tally_manifest::Manifest::parse(text, "tally.toml")
+            .unwrap()
+            .id()
     }
 }

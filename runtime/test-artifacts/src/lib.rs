@@ -9,4 +9,3 @@
 //! that every guest has a test.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
-

@@ -3,7 +3,10 @@
 //! same seed.
 use std::time::{SystemTime, UNIX_EPOCH};
 fn main() {
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let t0 = std::time::Instant::now();
     let mono = tally_test_programs::clock(1);
     let rnd = tally_test_programs::random_bytes(32);

@@ -8,24 +8,42 @@ use crate::util::{assert_limit, run, run_with, text, Pkg};
 
 #[test]
 pub fn spin() {
-    let pkg = Pkg::new().limit("fuel = 5_000_000").guest_stage("spin", "").build();
+    let pkg = Pkg::new()
+        .limit("fuel = 5_000_000")
+        .guest_stage("spin", "")
+        .build();
     let r = run(&pkg, b"");
     assert_limit(&r, "fuel");
-    assert_eq!(r.claim.fuel_consumed, 5_000_000, "a trapped stage is charged its whole budget");
+    assert_eq!(
+        r.claim.fuel_consumed, 5_000_000,
+        "a trapped stage is charged its whole budget"
+    );
     assert_eq!(run(&pkg, b"").claim, r.claim);
 }
 
 #[test]
 fn wall_clock_backstop_aborts_as_not_deterministic() {
-    let pkg = Pkg::new().limit("fuel = 100_000_000_000\nwall_time_ms = 200").guest_stage("spin", "").build();
+    let pkg = Pkg::new()
+        .limit("fuel = 100_000_000_000\nwall_time_ms = 200")
+        .guest_stage("spin", "")
+        .build();
     let r = run(&pkg, b"");
-    assert_eq!(r.claim.outcome, Outcome::Aborted { stage: "spin0".into(), reason: "wall_time".into() });
+    assert_eq!(
+        r.claim.outcome,
+        Outcome::Aborted {
+            stage: "spin0".into(),
+            reason: "wall_time".into()
+        }
+    );
     assert!(!r.claim.outcome.is_deterministic());
 }
 
 #[test]
 pub fn membomb() {
-    let pkg = Pkg::new().limit("memory_bytes = 67_108_864").guest_stage("membomb", "").build();
+    let pkg = Pkg::new()
+        .limit("memory_bytes = 67_108_864")
+        .guest_stage("membomb", "")
+        .build();
     let r = run(&pkg, b"");
     assert_limit(&r, "memory");
     assert_eq!(run(&pkg, b"").claim, r.claim);
@@ -35,12 +53,21 @@ pub fn membomb() {
 pub fn recurse() {
     let pkg = Pkg::new().guest_stage("recurse", "").build();
     let r = run(&pkg, b"");
-    assert_eq!(r.claim.outcome, Outcome::Aborted { stage: "recurse0".into(), reason: "stack_overflow".into() });
+    assert_eq!(
+        r.claim.outcome,
+        Outcome::Aborted {
+            stage: "recurse0".into(),
+            reason: "stack_overflow".into()
+        }
+    );
 }
 
 #[test]
 pub fn flood() {
-    let pkg = Pkg::new().limit("output_bytes = 1_000_000").guest_stage("flood", "").build();
+    let pkg = Pkg::new()
+        .limit("output_bytes = 1_000_000")
+        .guest_stage("flood", "")
+        .build();
     let r = run(&pkg, b"");
     assert_limit(&r, "output");
     assert!(r.output.is_empty());
@@ -50,18 +77,33 @@ pub fn flood() {
 pub fn trap() {
     let pkg = Pkg::new().guest_stage("trap", "").build();
     let r = run(&pkg, b"");
-    assert_eq!(r.claim.outcome, Outcome::Trap { stage: "trap0".into(), trap: "unreachable_code_reached".into() });
-    assert_eq!(r.claim.stages[0].stdout, tally_digest::Digest::of(b"before the trap\n"));
+    assert_eq!(
+        r.claim.outcome,
+        Outcome::Trap {
+            stage: "trap0".into(),
+            trap: "unreachable_code_reached".into()
+        }
+    );
+    assert_eq!(
+        r.claim.stages[0].stdout,
+        tally_digest::Digest::of(b"before the trap\n")
+    );
 }
 
 #[test]
 pub fn chatter() {
-    let pkg = Pkg::new().limit("host_calls = 500").guest_stage("chatter", "").build();
+    let pkg = Pkg::new()
+        .limit("host_calls = 500")
+        .guest_stage("chatter", "")
+        .build();
     let r = run(&pkg, b"");
     assert_limit(&r, "host_calls");
     assert_eq!(r.claim.stages[0].host_calls, 500);
     // Host calls cost fuel too: with little fuel, fuel runs out first.
-    let pkg = Pkg::new().limit("fuel = 200_000").guest_stage("chatter", "").build();
+    let pkg = Pkg::new()
+        .limit("fuel = 200_000")
+        .guest_stage("chatter", "")
+        .build();
     assert_limit(&run(&pkg, b""), "fuel");
 }
 
@@ -89,10 +131,16 @@ pub fn sockets() {
     let pkg = Pkg::new().guest_stage("sockets", "").build();
     let r = run(&pkg, b"");
     let out = text(&r);
-    assert!(!out.contains("CONNECTED") && !out.contains("BOUND"), "{out}");
+    assert!(
+        !out.contains("CONNECTED") && !out.contains("BOUND"),
+        "{out}"
+    );
     for fd in 0..8 {
         assert!(out.contains(&format!("sock_accept({fd}): errno")), "{out}");
-        assert!(!out.contains(&format!("sock_accept({fd}): errno 0\n")), "{out}");
+        assert!(
+            !out.contains(&format!("sock_accept({fd}): errno 0\n")),
+            "{out}"
+        );
     }
 }
 
@@ -100,10 +148,15 @@ pub fn sockets() {
 fn fuel_override_is_capped_by_policy_and_replays_need_policy() {
     let pkg = Pkg::new().guest_stage("echo", "").build();
     let r = run_with(&pkg, &RunRequest::new(b"x").fuel(Some(u64::MAX)));
-    assert_eq!(r.claim.limits.fuel, tally_sandbox::Policy::default().caps.fuel);
+    assert_eq!(
+        r.claim.limits.fuel,
+        tally_sandbox::Policy::default().caps.fuel
+    );
     let mut too_much = r.claim.limits;
     too_much.memory_bytes = u64::MAX;
     let s = tally_sandbox::Sandbox::new(tally_sandbox::SandboxConfig::default()).unwrap();
-    let e = s.run(&pkg, &RunRequest::new(b"x").limits(Some(too_much))).unwrap_err();
+    let e = s
+        .run(&pkg, &RunRequest::new(b"x").limits(Some(too_much)))
+        .unwrap_err();
     assert!(e.to_string().contains("exceeds this host's policy"), "{e}");
 }

@@ -16,15 +16,27 @@ pub fn entropy() {
     assert_eq!(a.output, b.output);
     let out = text(&a);
     assert!(out.contains("wall=946684800000000000\n"), "{out}");
-    assert!(out.contains("elapsed=0\n"), "the monotonic clock does not advance: {out}");
+    assert!(
+        out.contains("elapsed=0\n"),
+        "the monotonic clock does not advance: {out}"
+    );
     // Another seed, other random bytes; and the seed is in the claim.
     let seed = Digest::of(b"another seed");
     let c = run_with(&pkg, &RunRequest::new(b"").seed(Some(seed)));
     assert_eq!(c.claim.seed, seed);
     assert_ne!(c.output, a.output);
-    let random = |o: &str| o.lines().find(|l| l.starts_with("random=")).unwrap().to_string();
+    let random = |o: &str| {
+        o.lines()
+            .find(|l| l.starts_with("random="))
+            .unwrap()
+            .to_string()
+    };
     assert_ne!(random(&text(&c)), random(&out));
-    assert!(a.transcript.calls().iter().any(|c| c.func.ends_with("random_get")));
+    assert!(a
+        .transcript
+        .calls()
+        .iter()
+        .any(|c| c.func.ends_with("random_get")));
 }
 
 #[test]
@@ -35,7 +47,10 @@ fn native_and_pulley_agree_on_everything_but_the_target() {
         .guest_stage("echo", "")
         .build();
     let images = Pkg::new()
-        .guest_stage("preprocess", "args = [\"--width\", \"16\", \"--height\", \"16\"]")
+        .guest_stage(
+            "preprocess",
+            "args = [\"--width\", \"16\", \"--height\", \"16\"]",
+        )
         .guest_stage("tensor-stats", "")
         .build();
     let native = Sandbox::new(SandboxConfig::default()).unwrap();
@@ -49,16 +64,24 @@ fn native_and_pulley_agree_on_everything_but_the_target() {
         assert_eq!(a.claim.output, b.claim.output);
         assert_eq!(a.claim.fuel_consumed, b.claim.fuel_consumed);
         assert_eq!(a.claim.transcript_root, b.claim.transcript_root);
-        assert!(compare(&a.claim, &b.claim).is_empty(), "{:?}", compare(&a.claim, &b.claim));
+        assert!(
+            compare(&a.claim, &b.claim).is_empty(),
+            "{:?}",
+            compare(&a.claim, &b.claim)
+        );
     }
 }
 
 #[test]
 fn pooling_and_disk_cache_change_nothing_but_speed() {
     let dir = tempfile::tempdir().unwrap();
-    let pkg = Pkg::new().guest_stage("entropy", "").guest_stage("upper", "").build();
+    let pkg = Pkg::new()
+        .guest_stage("entropy", "")
+        .guest_stage("upper", "")
+        .build();
     let plain = Sandbox::new(SandboxConfig::default()).unwrap();
-    let pooled = Sandbox::new(SandboxConfig::default().pooling(true).cache_dir(dir.path())).unwrap();
+    let pooled =
+        Sandbox::new(SandboxConfig::default().pooling(true).cache_dir(dir.path())).unwrap();
     let a = plain.run(&pkg, &RunRequest::new(b"x")).unwrap();
     let b = pooled.run(&pkg, &RunRequest::new(b"x")).unwrap();
     assert_eq!(a.claim, b.claim);
@@ -78,7 +101,10 @@ fn different_input_changes_input_and_output_digests_only_where_it_should() {
     let pkg = Pkg::new().guest_stage("echo", "").build();
     let a = run(&pkg, b"one");
     let b = run(&pkg, b"two");
-    let fields: Vec<String> = compare(&a.claim, &b.claim).into_iter().map(|m| m.field).collect();
+    let fields: Vec<String> = compare(&a.claim, &b.claim)
+        .into_iter()
+        .map(|m| m.field)
+        .collect();
     assert!(fields.contains(&"input".to_string()));
     assert!(fields.contains(&"output".to_string()));
     assert!(fields.contains(&"stages[0].stdin".to_string()));

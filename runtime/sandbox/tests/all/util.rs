@@ -18,13 +18,21 @@ pub struct Pkg {
 
 /// The bytes of guest `name`'s `.wasm` (file stem, e.g. `cat-file`).
 pub fn guest(name: &str) -> Vec<u8> {
-    let (_, path) = tally_test_artifacts::ALL.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no guest {name}"));
+    let (_, path) = tally_test_artifacts::ALL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no guest {name}"));
     std::fs::read(path).unwrap()
 }
 
 impl Pkg {
     pub fn new() -> Self {
-        Pkg { limits: String::new(), modules: Vec::new(), files: Vec::new(), stages: Vec::new() }
+        Pkg {
+            limits: String::new(),
+            modules: Vec::new(),
+            files: Vec::new(),
+            stages: Vec::new(),
+        }
     }
 
     /// Adds `[limits]` lines, e.g. `"fuel = 100"`.
@@ -49,13 +57,19 @@ impl Pkg {
     /// extra TOML lines for the stage table.
     pub fn guest_stage(self, name: &str, extra: &str) -> Self {
         let module = name.replace('-', "_");
-        let this = if self.modules.iter().any(|(m, _)| *m == module) { self } else { self.module(&module, guest(name)) };
+        let this = if self.modules.iter().any(|(m, _)| *m == module) {
+            self
+        } else {
+            self.module(&module, guest(name))
+        };
         this.stage(&module, &module, extra)
     }
 
     pub fn stage(mut self, stage: &str, module: &str, extra: &str) -> Self {
         let n = self.stages.len();
-        self.stages.push(format!("[[stages]]\nname = \"{stage}{n}\"\nmodule = \"{module}\"\n{extra}\n"));
+        self.stages.push(format!(
+            "[[stages]]\nname = \"{stage}{n}\"\nmodule = \"{module}\"\n{extra}\n"
+        ));
         self
     }
 
@@ -69,18 +83,23 @@ impl Pkg {
         let mut blobs = BTreeMap::new();
         for (name, bytes) in &self.modules {
             let d = Digest::of(bytes);
-            text.push_str(&format!("[modules.{name}]\npath = \"{name}.wasm\"\ndigest = \"{d}\"\n\n"));
+            text.push_str(&format!(
+                "[modules.{name}]\npath = \"{name}.wasm\"\ndigest = \"{d}\"\n\n"
+            ));
             blobs.insert(d, bytes.clone());
         }
         for (path, bytes) in &self.files {
             let d = Digest::of(bytes);
-            text.push_str(&format!("[[files]]\npath = \"{path}\"\ndigest = \"{d}\"\n\n"));
+            text.push_str(&format!(
+                "[[files]]\npath = \"{path}\"\ndigest = \"{d}\"\n\n"
+            ));
             blobs.insert(d, bytes.clone());
         }
         for s in &self.stages {
             text.push_str(s);
         }
-        let manifest = tally_manifest::Manifest::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let manifest = tally_manifest::Manifest::parse(&text, "test.toml")
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
         let sig = PackageSignature::sign(&manifest.id(), &key);
         Package::new(text, sig, blobs).unwrap()
     }
