@@ -1,6 +1,6 @@
 //! Forged, truncated, edited and re-sealed receipts; corrupted bundles.
 
-use crate::util::Dir;
+use crate::util::{Dir, Ran};
 
 fn setup() -> Dir {
     let d = Dir::new();
@@ -20,6 +20,21 @@ fn setup() -> Dir {
     d
 }
 
+/// `tally verify RECEIPT --input in --package entropy.tally EXTRA…`,
+/// expecting exit code `code`.
+fn verify(d: &Dir, receipt: &str, extra: &[&str], code: i32) -> Ran {
+    let mut args = vec![
+        "verify",
+        receipt,
+        "--input",
+        "in",
+        "--package",
+        "entropy.tally",
+    ];
+    args.extend_from_slice(extra);
+    d.tally(&args).expect(code)
+}
+
 fn edit(d: &Dir, from: &str, to: &str, f: impl FnOnce(&mut serde_json::Value)) {
     let mut v: serde_json::Value = serde_json::from_str(&d.read_string(from)).unwrap();
     f(&mut v);
@@ -32,16 +47,7 @@ fn an_edited_claim_fails_the_seal() {
     edit(&d, "r.json", "edited.json", |v| {
         v["claim"]["fuel_consumed"] = 1.into()
     });
-    let e = d
-        .tally(&[
-            "verify",
-            "edited.json",
-            "--input",
-            "in",
-            "--package",
-            "entropy.tally",
-        ])
-        .expect(1);
+    let e = verify(&d, "edited.json", &[], 1);
     assert!(
         e.stderr.contains("bad seal: the claim was edited"),
         "{}",
@@ -58,16 +64,7 @@ fn a_forged_signature_fails() {
         let flipped = format!("{first}{}", &sig[1..]);
         v["seal"]["signature"] = flipped.into();
     });
-    let e = d
-        .tally(&[
-            "verify",
-            "forged.json",
-            "--input",
-            "in",
-            "--package",
-            "entropy.tally",
-        ])
-        .expect(1);
+    let e = verify(&d, "forged.json", &[], 1);
     assert!(e.stderr.contains("forged or re-sealed"), "{}", e.stderr);
 }
 
@@ -99,31 +96,11 @@ fn a_resealed_lie_is_caught_by_replay_with_the_field_named() {
     reseal(&d, |v| {
         v["claim"]["output"] = tally_digest::Digest::of(b"a lie").to_string().into()
     });
-    let e = d
-        .tally(&[
-            "verify",
-            "resealed.json",
-            "--input",
-            "in",
-            "--package",
-            "entropy.tally",
-        ])
-        .expect(1);
+    let e = verify(&d, "resealed.json", &[], 1);
     assert!(e.stdout.contains("NOT verified"), "{}", e.stdout);
     assert!(e.stdout.contains("output: receipt says"), "{}", e.stdout);
     // And with a trust list, the new key is refused outright.
-    let e = d
-        .tally(&[
-            "verify",
-            "resealed.json",
-            "--input",
-            "in",
-            "--package",
-            "entropy.tally",
-            "--trust",
-            "home/host.key.pub",
-        ])
-        .expect(1);
+    let e = verify(&d, "resealed.json", &["--trust", "home/host.key.pub"], 1);
     assert!(
         e.stderr.contains("not among the trusted keys"),
         "{}",
@@ -142,16 +119,7 @@ fn a_changed_seed_is_localised_to_the_first_divergent_host_call() {
         d.path("resealed.json.transcript"),
     )
     .unwrap();
-    let e = d
-        .tally(&[
-            "verify",
-            "resealed.json",
-            "--input",
-            "in",
-            "--package",
-            "entropy.tally",
-        ])
-        .expect(1);
+    let e = verify(&d, "resealed.json", &[], 1);
     assert!(
         e.stdout.contains("transcripts diverge at host call #"),
         "{}",

@@ -126,6 +126,27 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// A checked file reference whose path is not yet in `paths`.
+    fn file_ref(
+        &self,
+        f: &RawFile,
+        field: &str,
+        paths: &mut BTreeSet<String>,
+    ) -> Result<FileRef, ManifestError> {
+        let path = self.path(&f.path, &format!("{field}.path"))?;
+        let digest = self.digest(&f.digest, &format!("{field}.digest"))?;
+        if !paths.insert(path.clone()) {
+            return Err(self.err(
+                &f.path.span(),
+                format!("{field}.path"),
+                ManifestErrorKind::Duplicate(path),
+            ));
+        }
+        Ok(FileRef { path, digest })
+    }
+}
+
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -223,30 +244,13 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
                 "a module name has 1 to 64 lowercase letters, digits, '-' or '_'",
             ));
         }
-        let path = cx.path(&f.path, &format!("{field}.path"))?;
-        let digest = cx.digest(&f.digest, &format!("{field}.digest"))?;
-        if !paths.insert(path.clone()) {
-            return Err(cx.err(
-                &f.path.span(),
-                format!("{field}.path"),
-                ManifestErrorKind::Duplicate(path),
-            ));
-        }
-        modules.insert(name.get_ref().clone(), FileRef { path, digest });
+        let file = cx.file_ref(f, &field, &mut paths)?;
+        modules.insert(name.get_ref().clone(), file);
     }
     let mut files = Vec::new();
     for (i, f) in raw.files.iter().enumerate() {
         let field = format!("files[{i}]");
-        let path = cx.path(&f.path, &format!("{field}.path"))?;
-        let digest = cx.digest(&f.digest, &format!("{field}.digest"))?;
-        if !paths.insert(path.clone()) {
-            return Err(cx.err(
-                &f.path.span(),
-                format!("{field}.path"),
-                ManifestErrorKind::Duplicate(path),
-            ));
-        }
-        files.push(FileRef { path, digest });
+        files.push(cx.file_ref(f, &field, &mut paths)?);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
 
