@@ -18,6 +18,8 @@ fn main() {
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
+        // Run in guests/ so that guests/.cargo/config.toml applies.
+        .current_dir(&guests)
         .arg("build")
         .arg("--release")
         .arg("--target=wasm32-wasip1")

@@ -16,8 +16,8 @@ use tally_sandbox::{RunRequest, Sandbox, SandboxConfig};
 const SAMPLE_PNG: &[u8] = include_bytes!("../../../manifests/image-stats/sample.png");
 const ARGS: &[&str] = &["--width", "224", "--height", "224"];
 
-fn package() -> Package {
-    let wasm = std::fs::read(tally_test_artifacts::PREPROCESS).unwrap();
+fn package(guest: &str) -> Package {
+    let wasm = std::fs::read(guest).unwrap();
     let key = SigningKey::from_bytes(&[1; 32]);
     let args: Vec<String> = ARGS.iter().map(|a| format!("{a:?}")).collect();
     let text = format!(
@@ -55,7 +55,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
-    let pkg = package();
+    let pkg = package(tally_test_artifacts::PREPROCESS);
+    let echo = package(tally_test_artifacts::ECHO);
     let opts =
         tally_image_preprocess::Options::from_args(ARGS.iter().map(|s| s.to_string())).unwrap();
 
@@ -76,6 +77,12 @@ fn main() {
     let unmetered = Sandbox::new(SandboxConfig::default().pooling(true).unmetered(true)).unwrap();
     let warm_nofuel = median(|| run(&unmetered), iters);
 
+    let fixed = median(
+        || {
+            metered.run(&echo, &RunRequest::new(SAMPLE_PNG)).unwrap();
+        },
+        iters,
+    );
     let cache = tempfile::tempdir().unwrap();
     let cold_iters = iters.min(5);
     let cold = median(
@@ -102,6 +109,7 @@ fn main() {
         ("sandbox, warm (pooling), fuel metering off", warm_nofuel),
         ("sandbox, warm, on-demand allocator", warm_on_demand),
         ("sandbox, new engine, disk-cached module", disk),
+        ("(fixed cost: an `echo` stage, warm, pooled)", fixed),
         ("sandbox, new engine, cold compile", cold),
     ] {
         println!(
