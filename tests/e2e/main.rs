@@ -4,4 +4,5 @@
 mod adversarial;
 mod flow;
 mod tamper;
+mod tidy;
 mod util;

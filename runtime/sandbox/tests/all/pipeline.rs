@@ -129,6 +129,33 @@ pub fn preprocess() {
 }
 
 #[test]
+fn preprocess_reads_jpeg_too() {
+    let png = image::load_from_memory(SAMPLE_PNG).unwrap();
+    let mut jpeg = Vec::new();
+    png.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    assert_eq!(&jpeg[..2], b"\xff\xd8");
+    let pkg = Pkg::new()
+        .guest_stage(
+            "preprocess",
+            "args = [\"--width\", \"8\", \"--height\", \"8\"]",
+        )
+        .build();
+    let r = run(&pkg, &jpeg);
+    assert_eq!(
+        r.claim.outcome,
+        Outcome::Ok,
+        "{}",
+        String::from_utf8_lossy(&r.stderr[0].1)
+    );
+    assert_eq!(r.output.len() as u64, r.claim.output_len);
+    assert!(r.output.len() > 3 * 8 * 8 * 4);
+}
+
+#[test]
 pub fn tensor_stats() {
     let pkg = Pkg::new()
         .guest_stage("preprocess", "args = [\"--width\", \"8\", \"--height\", \"8\", \"--mean\", \"0,0,0\", \"--std\", \"1,1,1\"]")
