@@ -9,7 +9,7 @@ use ed25519_dalek::SigningKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_digest::Digest;
 use tally_package::{Package, DEFAULT_MAX_BUNDLE_BYTES};
-use tally_receipt::{compare, Metadata, Receipt, Transcript};
+use tally_receipt::{Metadata, Receipt, Transcript, Verdict};
 use tally_sandbox::{RunRequest, Sandbox, SandboxConfig, Target};
 use tally_store::Store;
 
@@ -350,18 +350,6 @@ pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The verdict `tally verify` prints.
-#[derive(serde::Serialize)]
-struct Verdict {
-    verified: bool,
-    claim: Digest,
-    host_key: String,
-    cross_target: bool,
-    mismatches: Vec<tally_receipt::Mismatch>,
-    divergence: Option<tally_receipt::Divergence>,
-    note: Option<String>,
-}
-
 pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
     let text = String::from_utf8(read(&a.receipt)?)
         .map_err(|_| anyhow!("{}: not UTF-8", a.receipt.display()))?;
@@ -408,39 +396,18 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
     }
     let sandbox = sandbox(store_dir, a.target)?;
     let spin = spinner("replaying…");
-    let replay = sandbox.run(
-        &package,
-        &RunRequest::new(&input)
-            .seed(Some(claim.seed))
-            .limits(Some(claim.limits)),
-    )?;
+    let replay = sandbox.replay(&package, claim, &input)?;
     spin.finish_and_clear();
-    let mismatches = compare(claim, &replay.claim);
-    let mut divergence = None;
-    let mut note = None;
-    if claim.transcript_root != replay.claim.transcript_root {
-        let original = load_transcript(&a, store_dir, &claim.transcript_root);
-        match original {
-            Ok(t) => divergence = Transcript::first_divergence(&t, &replay.transcript),
-            Err(e) => note = Some(format!("the receipt's transcript is unavailable, so the divergence cannot be localised: {e:#}")),
-        }
-    }
-    let verdict = Verdict {
-        verified: mismatches.is_empty(),
-        claim: receipt.seal.claim_digest,
-        host_key: receipt.seal.host_key.clone(),
-        cross_target: claim.engine.target != replay.claim.engine.target,
-        mismatches,
-        divergence,
-        note,
-    };
+    let verdict = Verdict::new(&receipt, &replay.claim, &replay.transcript, || {
+        load_transcript(&a, store_dir, &claim.transcript_root).map_err(|e| format!("{e:#}"))
+    });
     if a.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&verdict).expect("verdicts serialize")
         );
     } else {
-        print_verdict(&verdict);
+        print!("{}", verdict.render());
     }
     if !verdict.verified {
         return Err(fail(anyhow!(
@@ -462,41 +429,6 @@ fn load_transcript(a: &VerifyArgs, store_dir: &Path, root: &Digest) -> anyhow::R
         return Transcript::from_jsonl(&text, root).with_context(|| format!("{}", path.display()));
     }
     Ok(Store::open(store_dir)?.get_transcript(root)?)
-}
-
-fn print_verdict(v: &Verdict) {
-    if v.verified {
-        println!(
-            "verified: claim {} (sealed by host {})",
-            v.claim, v.host_key
-        );
-        if v.cross_target {
-            println!("  replayed on a different compilation target: every bound field agrees");
-        }
-        return;
-    }
-    println!(
-        "NOT verified: claim {} (sealed by host {})",
-        v.claim, v.host_key
-    );
-    for m in &v.mismatches {
-        println!(
-            "  {}: receipt says {}, replay found {}",
-            m.field, m.expected, m.found
-        );
-    }
-    if let Some(d) = &v.divergence {
-        let show = |c: &Option<tally_receipt::HostCall>| match c {
-            Some(c) => serde_json::to_string(c).expect("host calls serialize"),
-            None => "(no call)".into(),
-        };
-        println!("  transcripts diverge at host call #{}:", d.index);
-        println!("    receipt: {}", show(&d.expected));
-        println!("    replay:  {}", show(&d.found));
-    }
-    if let Some(n) = &v.note {
-        println!("  note: {n}");
-    }
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {

@@ -220,7 +220,7 @@ impl Claim {
 }
 
 /// One claim field that differs between a receipt and its replay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mismatch {
     /// The field's path, e.g. `stages[1].fuel_consumed`.
     pub field: String,

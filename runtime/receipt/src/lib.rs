@@ -15,7 +15,8 @@
 //! * [`Transcript`]: the ordered host calls of a run and their hash-chain
 //!   root; [`Transcript::first_divergence`] localises where two runs split.
 //! * [`compare`]: the field-by-field comparison a verifier makes between a
-//!   receipt's claim and the claim of its own replay.
+//!   receipt's claim and the claim of its own replay; [`Verdict`] wraps it
+//!   with the transcript divergence and renders it for people.
 //!
 //! **Invariant:** this crate knows nothing of wasmtime; it defines the wire
 //! format and can be used by a verifier that never runs a guest.
@@ -26,11 +27,13 @@
 
 mod claim;
 mod transcript;
+mod verdict;
 
 pub use claim::{compare, Claim, EngineInfo, Mismatch, Outcome, StageClaim};
 pub use tally_digest::Digest;
 pub use tally_manifest::ResolvedLimits;
 pub use transcript::{Divergence, HostCall, Transcript, TranscriptError};
+pub use verdict::Verdict;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};

@@ -66,7 +66,7 @@ impl Default for Transcript {
 }
 
 /// Where two transcripts first differ.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Divergence {
     /// Index of the first differing call.
     pub index: usize,

@@ -110,6 +110,21 @@ impl Sandbox {
         Ok(l)
     }
 
+    /// Replays the run `claim` describes: same seed, same limits.
+    pub fn replay(
+        &self,
+        package: &Package,
+        claim: &Claim,
+        input: &[u8],
+    ) -> Result<RunResult, SandboxError> {
+        self.run(
+            package,
+            &RunRequest::new(input)
+                .seed(Some(claim.seed))
+                .limits(Some(claim.limits)),
+        )
+    }
+
     /// Runs `package` on `req.input`. Guest failures are outcomes in the
     /// claim; an `Err` is a host problem.
     pub fn run(&self, package: &Package, req: &RunRequest<'_>) -> Result<RunResult, SandboxError> {

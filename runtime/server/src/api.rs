@@ -1,0 +1,573 @@
+//! The routes and their handlers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tally_digest::Digest;
+use tally_package::Package;
+use tally_receipt::{Metadata, Receipt, Transcript, Verdict};
+use tally_sandbox::RunRequest;
+
+use crate::metrics::{ResultLabel, RunLabels};
+use crate::{ApiError, AppState};
+
+type ApiResult<T> = Result<T, ApiError>;
+type AppS = State<Arc<AppState>>;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.max_request_bytes;
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
+        .route(
+            "/v1/packages",
+            post(upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(list_packages),
+        )
+        .route("/v1/packages/{id}", get(get_package))
+        .route("/v1/packages/{id}/bundle", get(get_bundle))
+        .route("/v1/runs", post(submit_run))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/receipts/{id}", get(get_receipt))
+        .route("/v1/receipts/{id}/transcript", get(get_transcript))
+        .route("/v1/verify", post(verify))
+        .fallback(|| async {
+            ApiError::not_found("no_such_route", "no such endpoint; see /v1/openapi.json")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn metrics(State(s): AppS) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+fn parse_id(what: &'static str, id: &str) -> ApiResult<Digest> {
+    id.parse()
+        .map_err(|e| ApiError::bad_request("bad_id", format!("`{id}` is not a {what} id: {e}")))
+}
+
+/// Runs blocking store or sandbox work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// Parses a JSON body, turning every failure into a JSON error.
+fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body exceeds the size cap",
+            )
+        } else {
+            ApiError::bad_request("bad_body", e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid request JSON: {e}")))
+}
+
+fn decode_input(b64: &str) -> ApiResult<Vec<u8>> {
+    B64.decode(b64)
+        .map_err(|e| ApiError::bad_request("bad_input", format!("`input` is not base64: {e}")))
+}
+
+/// Counts a job in, or sheds it when workers and queue are full. The job
+/// counts out when the returned guard drops.
+fn admit(s: &Arc<AppState>) -> ApiResult<Admission> {
+    let cap = s.config.workers.max(1) + s.config.queue;
+    let before = s.inflight.fetch_add(1, Ordering::SeqCst);
+    if before >= cap {
+        s.inflight.fetch_sub(1, Ordering::SeqCst);
+        s.metrics.shed.inc();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!("{cap} runs are queued or running; retry later"),
+        ));
+    }
+    s.metrics.queue_depth.set(before as i64 + 1);
+    Ok(Admission(s.clone()))
+}
+
+/// A job counted in [`AppState::inflight`].
+struct Admission(Arc<AppState>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let now = self.0.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.0.metrics.queue_depth.set(now as i64);
+    }
+}
+
+// ---- packages ----
+
+#[derive(Serialize)]
+struct Uploaded {
+    id: Digest,
+    name: String,
+    version: String,
+    publisher: String,
+    created: bool,
+}
+
+async fn upload(State(s): AppS, body: Body) -> ApiResult<Response> {
+    use tokio::io::AsyncWriteExt;
+    let cap = s.config.max_upload_bytes;
+    let tmp_dir = s.store.root().join("tmp");
+    let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(ApiError::internal)?;
+    let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(ApiError::internal)?);
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request("bad_body", format!("reading the upload: {e}")))?;
+        total += chunk.len() as u64;
+        if total > cap {
+            s.metrics
+                .uploads
+                .get_or_create(&ResultLabel {
+                    result: "rejected".into(),
+                })
+                .inc();
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the bundle exceeds the upload cap of {cap} bytes"),
+            ));
+        }
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    let st = s.clone();
+    let result = blocking(move || {
+        let package = Package::from_bundle_file(tmp.path(), cap).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_package",
+                e.to_string(),
+            )
+        })?;
+        let info = &package.manifest().package;
+        if let Some(allowed) = &st.config.publishers {
+            if !allowed.contains(&info.publisher) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "publisher_not_allowed",
+                    format!(
+                        "publisher {} is not on this host's allowlist",
+                        hex::encode(info.publisher)
+                    ),
+                ));
+            }
+        }
+        let created = st.store.package_record(&package.id()).is_err();
+        let id = st.store.put_package(&package)?;
+        Ok(Uploaded {
+            id,
+            name: info.name.clone(),
+            version: info.version.clone(),
+            publisher: hex::encode(info.publisher),
+            created,
+        })
+    })
+    .await;
+    let label = match &result {
+        Ok(u) if u.created => "stored",
+        Ok(_) => "existing",
+        Err(_) => "rejected",
+    };
+    s.metrics
+        .uploads
+        .get_or_create(&ResultLabel {
+            result: label.into(),
+        })
+        .inc();
+    let up = result?;
+    let status = if up.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(up)).into_response())
+}
+
+async fn list_packages(State(s): AppS) -> ApiResult<Json<serde_json::Value>> {
+    let records = blocking(move || Ok(s.store.packages()?)).await?;
+    let list: Vec<_> = records
+        .into_iter()
+        .map(|r| serde_json::json!({ "id": r.id, "name": r.name, "version": r.version, "publisher": r.publisher }))
+        .collect();
+    Ok(Json(serde_json::json!({ "packages": list })))
+}
+
+async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Package> {
+    let st = s.clone();
+    blocking(move || {
+        st.store.get_package(&id).map_err(|e| match e {
+            tally_store::StoreError::NotFound(_) => ApiError::not_found(
+                "package_not_found",
+                format!("no package {id} on this host; upload it first"),
+            ),
+            other => ApiError::internal(other),
+        })
+    })
+    .await
+}
+
+async fn get_package(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let p = load_package(&s, parse_id("package", &id)?).await?;
+    Ok(Json(
+        serde_json::json!({ "id": p.id(), "manifest": p.manifest(), "signature": p.signature() }),
+    ))
+}
+
+async fn get_bundle(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
+    let p = load_package(&s, parse_id("package", &id)?).await?;
+    let mut bytes = Vec::new();
+    p.write_bundle(&mut bytes).map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], bytes).into_response())
+}
+
+// ---- runs ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    package_id: String,
+    /// Base64.
+    input: String,
+    fuel: Option<u64>,
+    seed: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RunQuery {
+    wait: Option<bool>,
+}
+
+/// A finished run as the API reports it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RunReport {
+    run_id: String,
+    state: &'static str,
+    claim_digest: Digest,
+    outcome: tally_receipt::Outcome,
+    /// Base64.
+    output: String,
+    receipt: Receipt,
+}
+
+/// Where a submitted run is.
+#[derive(Debug, Clone)]
+pub(crate) enum RunStatus {
+    Queued,
+    Running,
+    Done(Arc<RunReport>),
+    Failed(String),
+}
+
+fn check_token(s: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(token) = &s.config.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match given.and_then(|v| v.strip_prefix("Bearer ")) {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "submitting runs needs `Authorization: Bearer <token>`",
+        )),
+        Some(t) if t.trim() == token.trim() => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the bearer token is not accepted",
+        )),
+    }
+}
+
+fn set_status(s: &AppState, id: &str, status: RunStatus) {
+    s.runs.lock().unwrap().insert(id.to_string(), status);
+}
+
+async fn submit_run(
+    State(s): AppS,
+    headers: HeaderMap,
+    Query(q): Query<RunQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    check_token(&s, &headers)?;
+    let req: RunBody = json_body(body)?;
+    let package_id = parse_id("package", &req.package_id)?;
+    let input = decode_input(&req.input)?;
+    let seed = match &req.seed {
+        Some(x) => Some(
+            x.parse::<Digest>()
+                .map_err(|e| ApiError::bad_request("bad_seed", format!("`seed`: {e}")))?,
+        ),
+        None => None,
+    };
+    let package = load_package(&s, package_id).await?;
+    let admission = admit(&s)?;
+    let run_id = hex::encode(rand_bytes());
+    set_status(&s, &run_id, RunStatus::Queued);
+    let (st, id) = (s.clone(), run_id.clone());
+    let job = tokio::spawn(async move {
+        let _admission = admission;
+        let started = Instant::now();
+        let _permit = st
+            .workers
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        set_status(&st, &id, RunStatus::Running);
+        let (st2, id2) = (st.clone(), id.clone());
+        let result =
+            blocking(move || execute_run(&st2, &id2, &package, &input, req.fuel, seed)).await;
+        st.metrics
+            .run_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(report) => set_status(&st, &id, RunStatus::Done(report.clone())),
+            Err(e) => set_status(&st, &id, RunStatus::Failed(e.message.clone())),
+        }
+        result
+    });
+    if q.wait == Some(false) {
+        let body = serde_json::json!({ "run_id": run_id, "state": "queued", "status": format!("/v1/runs/{run_id}") });
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    }
+    let report = job.await.map_err(ApiError::internal)??;
+    Ok(Json(report.as_ref().clone()).into_response())
+}
+
+fn rand_bytes() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    b
+}
+
+/// Runs, seals and stores: the receipt, transcript and output are durable
+/// before this returns.
+fn execute_run(
+    s: &AppState,
+    run_id: &str,
+    package: &Package,
+    input: &[u8],
+    fuel: Option<u64>,
+    seed: Option<Digest>,
+) -> ApiResult<Arc<RunReport>> {
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let result = s
+        .sandbox
+        .run(package, &RunRequest::new(input).fuel(fuel).seed(seed))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "run_refused",
+                e.to_string(),
+            )
+        })?;
+    let metadata = Metadata {
+        note: "metadata is not covered by the seal".into(),
+        host: "tally serve".into(),
+        started_at_unix: started,
+        wall_time_ms: result.wall_time.as_millis() as u64,
+        target: s.sandbox.config().target.name().into(),
+    };
+    let receipt = Receipt::seal(result.claim.clone(), &s.key, metadata);
+    s.store.put_blob(&result.output)?;
+    s.store.put_receipt(&receipt, &result.transcript)?;
+    let outcome = result.claim.outcome.clone();
+    let kind = serde_json::to_value(&outcome)
+        .ok()
+        .and_then(|v| v["kind"].as_str().map(String::from));
+    s.metrics
+        .runs
+        .get_or_create(&RunLabels {
+            outcome: kind.unwrap_or_default(),
+            backend: "none".into(),
+        })
+        .inc();
+    s.metrics.fuel.inc_by(result.claim.fuel_consumed);
+    Ok(Arc::new(RunReport {
+        run_id: run_id.to_string(),
+        state: "done",
+        claim_digest: receipt.seal.claim_digest,
+        outcome,
+        output: B64.encode(&result.output),
+        receipt,
+    }))
+}
+
+async fn get_run(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
+    let status = s.runs.lock().unwrap().get(&id).cloned();
+    let body = match status {
+        None => {
+            return Err(ApiError::not_found(
+                "run_not_found",
+                format!("no run {id} on this host"),
+            ))
+        }
+        Some(RunStatus::Queued) => serde_json::json!({ "run_id": id, "state": "queued" }),
+        Some(RunStatus::Running) => serde_json::json!({ "run_id": id, "state": "running" }),
+        Some(RunStatus::Failed(m)) => {
+            serde_json::json!({ "run_id": id, "state": "failed", "error": m })
+        }
+        Some(RunStatus::Done(r)) => serde_json::to_value(r.as_ref()).map_err(ApiError::internal)?,
+    };
+    Ok(Json(body).into_response())
+}
+
+// ---- receipts ----
+
+async fn load_receipt(s: &Arc<AppState>, id: &str) -> ApiResult<Receipt> {
+    let claim = parse_id("receipt (claim digest)", id)?;
+    let st = s.clone();
+    blocking(move || {
+        st.store.get_receipt(&claim).map_err(|e| match e {
+            tally_store::StoreError::NotFound(_) => ApiError::not_found(
+                "receipt_not_found",
+                format!("no receipt {claim} on this host"),
+            ),
+            other => ApiError::internal(other),
+        })
+    })
+    .await
+}
+
+async fn get_receipt(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<Receipt>> {
+    Ok(Json(load_receipt(&s, &id).await?))
+}
+
+async fn get_transcript(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
+    let receipt = load_receipt(&s, &id).await?;
+    let st = s.clone();
+    let t = blocking(move || Ok(st.store.get_transcript(&receipt.claim.transcript_root)?)).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        t.to_jsonl(),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    receipt: serde_json::Value,
+    /// Base64.
+    input: String,
+    /// The receipt's transcript (JSON lines), if the host does not hold it.
+    transcript: Option<String>,
+}
+
+async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Verdict>> {
+    let req: VerifyBody = json_body(body)?;
+    let unprocessable = |code, m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, m);
+    let receipt = Receipt::from_json(&req.receipt.to_string())
+        .map_err(|e| ApiError::bad_request("bad_receipt", e.to_string()))?;
+    receipt
+        .check_seal(&[])
+        .map_err(|e| unprocessable("bad_seal", e.to_string()))?;
+    let claim = receipt.claim.clone();
+    if !claim.outcome.is_deterministic() {
+        return Err(unprocessable(
+            "not_replayable",
+            format!(
+                "the receipt records a non-deterministic outcome ({})",
+                claim.outcome
+            ),
+        ));
+    }
+    let input = decode_input(&req.input)?;
+    if Digest::of(&input) != claim.input {
+        return Err(unprocessable(
+            "input_mismatch",
+            format!(
+                "the input has digest {}, but the receipt is about input {}",
+                Digest::of(&input),
+                claim.input
+            ),
+        ));
+    }
+    let package = load_package(&s, claim.package_id).await?;
+    let _admission = admit(&s)?;
+    let _permit = s
+        .workers
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let st = s.clone();
+    let verdict = blocking(move || {
+        let replay = st
+            .sandbox
+            .replay(&package, &claim, &input)
+            .map_err(|e| unprocessable("replay_refused", e.to_string()))?;
+        Ok(Verdict::new(
+            &receipt,
+            &replay.claim,
+            &replay.transcript,
+            || match &req.transcript {
+                Some(text) => {
+                    Transcript::from_jsonl(text, &claim.transcript_root).map_err(|e| e.to_string())
+                }
+                None => st
+                    .store
+                    .get_transcript(&claim.transcript_root)
+                    .map_err(|e| e.to_string()),
+            },
+        ))
+    })
+    .await?;
+    let label = if verdict.verified {
+        "verified"
+    } else {
+        "failed"
+    };
+    s.metrics
+        .verifications
+        .get_or_create(&ResultLabel {
+            result: label.into(),
+        })
+        .inc();
+    Ok(Json(verdict))
+}

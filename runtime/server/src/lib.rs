@@ -1,0 +1,212 @@
+//! The Tally host as an HTTP service (`tally serve`).
+//!
+//! Core types:
+//!
+//! * [`ServerConfig`]: listen address, store, host key, worker and queue
+//!   sizes, publisher allowlist, bearer token, size caps. Readable from a
+//!   TOML file with the same names as the command-line flags.
+//! * [`AppState`]: the shared store, sandbox, metrics and run table.
+//! * [`serve`]: runs the API on a listener the caller bound (tests bind
+//!   `127.0.0.1:0`) until `shutdown` resolves, then waits for in-flight runs.
+//!
+//! The API lives under `/v1` (documented by `/v1/openapi.json`), plus
+//! `/healthz` and `/metrics`. Errors are JSON with a stable `code`. Runs and
+//! verifications execute on a bounded pool of blocking workers; when the
+//! queue is full the service answers 503 with `Retry-After` instead of
+//! growing. A run's receipt, transcript and output are durably in the store
+//! before the response says it succeeded.
+//!
+//! **Invariant:** this is the only crate (with the CLI's client) that knows
+//! HTTP.
+
+mod api;
+mod error;
+pub mod metrics;
+mod openapi;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ed25519_dalek::SigningKey;
+pub use error::ApiError;
+use serde::Deserialize;
+use tally_sandbox::{Sandbox, SandboxConfig};
+use tally_store::Store;
+
+/// Service configuration. Every field has a default except the key.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Store directory. Default: `$TALLY_HOME`, else `~/.tally`.
+    pub store: PathBuf,
+    /// Runs executing at once. Default: the number of CPUs.
+    pub workers: usize,
+    /// Runs waiting beyond the workers before requests are shed. Default: 64.
+    pub queue: usize,
+    /// Publisher keys allowed to upload; `None` (default) is open mode.
+    pub publishers: Option<Vec<[u8; 32]>>,
+    /// Bearer token required to submit runs; `None` (default): no token.
+    pub token: Option<String>,
+    /// Largest upload in bytes. Default: 256 MiB.
+    pub max_upload_bytes: u64,
+    /// Largest JSON request (a run input is base64 inside it). Default: 64 MiB.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            store: Store::default_root(),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            queue: 64,
+            publishers: None,
+            token: None,
+            max_upload_bytes: 256 << 20,
+            max_request_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The `[serve]`-style TOML file `tally serve --config` reads: the same names
+/// as the flags; relative paths are relative to the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--store`.
+    pub store: Option<PathBuf>,
+    /// `--key`.
+    pub key: Option<PathBuf>,
+    /// `--workers`.
+    pub workers: Option<usize>,
+    /// `--queue`.
+    pub queue: Option<usize>,
+    /// `--publishers`.
+    pub publishers: Option<PathBuf>,
+    /// `--token-file`.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Reads a publisher allowlist: one hex public key per line; `#` comments
+/// and blank lines are ignored.
+pub fn parse_publishers(text: &str) -> Result<Vec<[u8; 32]>, String> {
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(line, &mut key)
+            .map_err(|_| format!("line {}: expected a publisher key as 64 hex digits", i + 1))?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// What the service shares between requests.
+pub struct AppState {
+    pub(crate) config: ServerConfig,
+    pub(crate) store: Arc<Store>,
+    pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) key: SigningKey,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) workers: tokio::sync::Semaphore,
+    /// Runs and verifications queued or running.
+    pub(crate) inflight: AtomicUsize,
+    pub(crate) runs: Mutex<HashMap<String, api::RunStatus>>,
+}
+
+/// A host-side start-up failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] tally_store::StoreError),
+    /// The sandbox could not be built.
+    #[error(transparent)]
+    Sandbox(#[from] tally_sandbox::SandboxError),
+    /// Serving failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AppState {
+    /// Opens the store and builds the sandbox (pooling, disk module cache).
+    pub fn new(config: ServerConfig, key: SigningKey) -> Result<Arc<AppState>, ServerError> {
+        let store = Arc::new(Store::open(&config.store)?);
+        let sandbox = Sandbox::new(
+            SandboxConfig::default()
+                .pooling(true)
+                .cache_dir(config.store.join("cache")),
+        )?;
+        Ok(Arc::new(AppState {
+            workers: tokio::sync::Semaphore::new(config.workers.max(1)),
+            config,
+            store,
+            sandbox: Arc::new(sandbox),
+            key,
+            metrics: metrics::Metrics::new(),
+            inflight: AtomicUsize::new(0),
+            runs: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The metrics, for tests and embedding.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Runs and verifications queued or running now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; then stops
+/// accepting, lets open requests finish, and waits for queued and running
+/// jobs (whose results are stored) before returning.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let app = api::router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    while state.inflight() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests and runs");
+}

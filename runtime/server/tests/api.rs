@@ -1,0 +1,392 @@
+//! The real server, in-process on 127.0.0.1:0, driven by a real HTTP client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use ed25519_dalek::SigningKey;
+use serde_json::{json, Value};
+use tally_digest::Digest;
+use tally_package::{Package, PackageSignature};
+use tally_server::{AppState, ServerConfig};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn guest(name: &str) -> Vec<u8> {
+    let (_, path) = tally_test_artifacts::ALL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap();
+    std::fs::read(path).unwrap()
+}
+
+/// A one-stage package of guest `name`, signed by publisher `seed`.
+fn bundle(name: &str, limits: &str, seed: u8) -> (Digest, Vec<u8>) {
+    let wasm = guest(name);
+    let key = SigningKey::from_bytes(&[seed; 32]);
+    let text = format!(
+        "[package]\nname = \"t\"\nversion = \"1\"\npublisher = \"{}\"\n[limits]\n{limits}\n[modules.m]\npath = \"m.wasm\"\ndigest = \"{}\"\n[[stages]]\nname = \"s\"\nmodule = \"m\"\n",
+        hex::encode(key.verifying_key().as_bytes()),
+        Digest::of(&wasm)
+    );
+    let id = tally_manifest::Manifest::parse(&text, "t").unwrap().id();
+    let p = Package::new(
+        text,
+        PackageSignature::sign(&id, &key),
+        [(Digest::of(&wasm), wasm)].into(),
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    p.write_bundle(&mut bytes).unwrap();
+    (id, bytes)
+}
+
+struct Server {
+    url: String,
+    state: Arc<AppState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+async fn start(tune: impl FnOnce(&mut ServerConfig)) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::default();
+    config.store = dir.path().join("store");
+    tune(&mut config);
+    let state = AppState::new(config, SigningKey::from_bytes(&[42; 32])).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        tally_server::serve(listener, st, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Server {
+        url,
+        state,
+        stop: Some(tx),
+        task,
+        _dir: dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Server {
+    async fn upload(&self, bytes: &[u8]) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/v1/packages", self.url))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_list_fetch_run_receipt_verify_metrics() {
+    let s = start(|_| {}).await;
+    let (id, bytes) = bundle("echo", "", 1);
+    let (status, up) = s.upload(&bytes).await;
+    assert_eq!(status, 201, "{up}");
+    assert_eq!(up["id"], id.to_string());
+    let (status, again) = s.upload(&bytes).await;
+    assert_eq!(
+        (status, again["created"].clone()),
+        (200, json!(false)),
+        "re-upload is idempotent"
+    );
+
+    let (status, list) = s.get("/v1/packages").await;
+    assert_eq!(status, 200);
+    assert!(list.contains(&id.to_string()));
+    let (status, manifest) = s.get(&format!("/v1/packages/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(manifest.contains("\"stages\""), "{manifest}");
+    let r = s
+        .http
+        .get(format!("{}/v1/packages/{id}/bundle", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.bytes().await.unwrap().to_vec(),
+        bytes,
+        "bundles are deterministic bytes"
+    );
+
+    let (status, run) = s
+        .post(
+            "/v1/runs",
+            json!({ "package_id": id.to_string(), "input": B64.encode("hello") }),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(
+        B64.decode(run["output"].as_str().unwrap()).unwrap(),
+        b"hello"
+    );
+    assert_eq!(run["outcome"]["kind"], "ok");
+    let receipt: tally_receipt::Receipt = serde_json::from_value(run["receipt"].clone()).unwrap();
+    receipt
+        .check_seal(&[hex::encode(
+            SigningKey::from_bytes(&[42; 32]).verifying_key().as_bytes(),
+        )])
+        .unwrap();
+    let claim = run["claim_digest"].as_str().unwrap();
+
+    let (status, stored) = s.get(&format!("/v1/receipts/{claim}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<tally_receipt::Receipt>(&stored).unwrap(),
+        receipt
+    );
+    let (status, transcript) = s.get(&format!("/v1/receipts/{claim}/transcript")).await;
+    assert_eq!(status, 200);
+    tally_receipt::Transcript::from_jsonl(&transcript, &receipt.claim.transcript_root).unwrap();
+
+    let (status, verdict) = s
+        .post(
+            "/v1/verify",
+            json!({ "receipt": run["receipt"], "input": B64.encode("hello") }),
+        )
+        .await;
+    assert_eq!(status, 200, "{verdict}");
+    assert_eq!(verdict["verified"], true);
+
+    let (_, metrics) = s.get("/metrics").await;
+    assert!(
+        metrics.contains("tally_runs_total{outcome=\"ok\",backend=\"none\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tally_uploads_total{result=\"stored\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tally_verifications_total{result=\"verified\"} 1"),
+        "{metrics}"
+    );
+    let (status, health) = s.get("/healthz").await;
+    assert_eq!((status, health.contains("ok")), (200, true));
+    let (_, openapi) = s.get("/v1/openapi.json").await;
+    let doc: Value = serde_json::from_str(&openapi).unwrap();
+    assert!(doc["paths"]["/v1/verify"]["post"].is_object());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_runs_report_their_state_and_result() {
+    let s = start(|_| {}).await;
+    let (id, bytes) = bundle("echo", "", 1);
+    s.upload(&bytes).await;
+    let (status, accepted) = s
+        .post(
+            "/v1/runs?wait=false",
+            json!({ "package_id": id.to_string(), "input": B64.encode("x") }),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().unwrap().to_string();
+    let mut state = String::new();
+    for _ in 0..500 {
+        let (_, body) = s.get(&format!("/v1/runs/{run_id}")).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        state = v["state"].as_str().unwrap().to_string();
+        if state == "done" {
+            assert_eq!(v["outcome"]["kind"], "ok");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "done");
+    let (status, body) = s.get("/v1/runs/nope").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("run_not_found"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_class_has_its_status_and_code() {
+    let allowed = SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes();
+    let s = start(|c| {
+        c.publishers = Some(vec![allowed]);
+        c.token = Some("secret".into());
+        c.max_upload_bytes = 2 << 20;
+    })
+    .await;
+    let (id, bytes) = bundle("echo", "", 1);
+    assert_eq!(s.upload(&bytes).await.0, 201);
+    // 403: a publisher off the allowlist.
+    let (status, e) = s.upload(&bundle("echo", "", 2).1).await;
+    assert_eq!((status, code(&e)), (403, "publisher_not_allowed"));
+    // 422: not a bundle; 413: too large.
+    let (status, e) = s.upload(b"garbage").await;
+    assert_eq!((status, code(&e)), (422, "invalid_package"));
+    let (status, e) = s.upload(&vec![0u8; 3 << 20]).await;
+    assert_eq!((status, code(&e)), (413, "too_large"));
+    // 401 / 403: run submission needs the token.
+    let body = json!({ "package_id": id.to_string(), "input": "" });
+    let (status, e) = s.post("/v1/runs", body.clone()).await;
+    assert_eq!((status, code(&e)), (401, "unauthorized"));
+    let r = s
+        .http
+        .post(format!("{}/v1/runs", s.url))
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let authed = |b: Value| {
+        s.http
+            .post(format!("{}/v1/runs", s.url))
+            .bearer_auth("secret")
+            .json(&b)
+            .send()
+    };
+    let r = authed(body.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // 400: bad JSON, bad id, bad base64, unknown fields.
+    for (b, want) in [
+        (json!({ "package_id": "xyz", "input": "" }), "bad_id"),
+        (
+            json!({ "package_id": id.to_string(), "input": "!!" }),
+            "bad_input",
+        ),
+        (
+            json!({ "package_id": id.to_string(), "input": "", "extra": 1 }),
+            "bad_json",
+        ),
+    ] {
+        let r = authed(b).await.unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        assert_eq!(code(&r.json().await.unwrap()), want);
+    }
+    // 404: unknown package, receipt and route, all as JSON.
+    let r = authed(json!({ "package_id": Digest::of(b"none").to_string(), "input": "" }))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(code(&r.json().await.unwrap()), "package_not_found");
+    let (status, body) = s
+        .get(&format!("/v1/receipts/{}", Digest::of(b"none")))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = s.get("/v2/anything").await;
+    assert_eq!((status, body.contains("no_such_route")), (404, true));
+    // 422: a receipt whose seal does not verify.
+    let r = authed(json!({ "package_id": id.to_string(), "input": B64.encode("x") }))
+        .await
+        .unwrap();
+    let run: Value = r.json().await.unwrap();
+    let mut forged = run["receipt"].clone();
+    forged["claim"]["fuel_consumed"] = json!(1);
+    let (status, e) = s
+        .post(
+            "/v1/verify",
+            json!({ "receipt": forged, "input": B64.encode("x") }),
+        )
+        .await;
+    assert_eq!((status, code(&e)), (422, "bad_seal"));
+    let (status, e) = s
+        .post(
+            "/v1/verify",
+            json!({ "receipt": run["receipt"], "input": B64.encode("y") }),
+        )
+        .await;
+    assert_eq!((status, code(&e)), (422, "input_mismatch"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_sheds_with_503_and_retry_after() {
+    let s = start(|c| {
+        c.workers = 1;
+        c.queue = 0;
+    })
+    .await;
+    let (id, bytes) = bundle("spin", "fuel = 3_000_000_000", 1);
+    s.upload(&bytes).await;
+    let body = json!({ "package_id": id.to_string(), "input": "" });
+    let (status, _) = s.post("/v1/runs?wait=false", body.clone()).await;
+    assert_eq!(status, 202);
+    let r = s
+        .http
+        .post(format!("{}/v1/runs", s.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(code(&r.json().await.unwrap()), "queue_full");
+    let (_, metrics) = s.get("/metrics").await;
+    assert!(metrics.contains("tally_shed_requests_total 1"), "{metrics}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_runs_and_keeps_their_receipts() {
+    let s = start(|_| {}).await;
+    let (id, bytes) = bundle("spin", "fuel = 500_000_000", 1);
+    s.upload(&bytes).await;
+    let (status, accepted) = s
+        .post(
+            "/v1/runs?wait=false",
+            json!({ "package_id": id.to_string(), "input": "" }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let state = s.state.clone();
+    assert_eq!(state.inflight(), 1);
+    s.stop().await;
+    assert_eq!(
+        state.inflight(),
+        0,
+        "serve returned only after the run finished"
+    );
+    let run_id = accepted["run_id"].as_str().unwrap();
+    let _ = run_id;
+    let (_, metrics) = (0, state.metrics().render());
+    assert!(
+        metrics.contains("tally_runs_total{outcome=\"limit_exceeded\",backend=\"none\"} 1"),
+        "{metrics}"
+    );
+}
