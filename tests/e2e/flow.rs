@@ -167,6 +167,7 @@ fn bad_usage_and_bad_manifests_exit_2_with_a_reason() {
         "{}",
         e.stderr
     );
+    d.write("x", b"input");
     let e = d
         .tally(&[
             "run",

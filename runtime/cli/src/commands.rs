@@ -50,6 +50,9 @@ pub struct PackArgs {
 pub struct PublishArgs {
     /// The bundle to add to the store.
     bundle: PathBuf,
+    /// Talk to a `tally serve` host at this URL instead of working locally.
+    #[arg(long, value_name = "URL")]
+    host: Option<String>,
 }
 
 /// Where compiled code runs.
@@ -89,6 +92,10 @@ pub struct RunArgs {
     /// Where compiled code runs.
     #[arg(long, value_enum, default_value = "native")]
     target: TargetArg,
+    /// Run on a `tally serve` host at this URL (a bundle path is uploaded
+    /// first); the token comes from $TALLY_TOKEN.
+    #[arg(long, value_name = "URL")]
+    host: Option<String>,
 }
 
 /// `tally verify`
@@ -114,6 +121,10 @@ pub struct VerifyArgs {
     /// Print the verdict as JSON.
     #[arg(long)]
     json: bool,
+    /// Fetch the package and transcript from this `tally serve` host when
+    /// they are not local; the replay still runs here.
+    #[arg(long, value_name = "URL")]
+    host: Option<String>,
 }
 
 /// `tally hash`
@@ -220,6 +231,12 @@ pub fn pack(a: PackArgs) -> Result<()> {
 }
 
 pub fn publish(a: PublishArgs, store: &Path) -> Result<()> {
+    if let Some(url) = &a.host {
+        let id = crate::client::Host::new(url).publish(&crate::client::read_bundle(&a.bundle)?)?;
+        eprintln!("published to {url}");
+        println!("{id}");
+        return Ok(());
+    }
     let package = Package::from_bundle_file(&a.bundle, DEFAULT_MAX_BUNDLE_BYTES)
         .with_context(|| format!("{} is not a valid bundle", a.bundle.display()))?;
     let store = Store::open(store)?;
@@ -262,7 +279,7 @@ fn sandbox(store: &Path, target: TargetArg) -> Result<Sandbox> {
     Ok(Sandbox::new(config)?)
 }
 
-fn host_key(arg: Option<&PathBuf>, store: &Path) -> Result<SigningKey> {
+pub(crate) fn host_key(arg: Option<&PathBuf>, store: &Path) -> Result<SigningKey> {
     if let Some(path) = arg {
         return read_key(path);
     }
@@ -291,49 +308,35 @@ fn transcript_path(receipt: &Path) -> PathBuf {
 }
 
 pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
-    let package = load_package(&a.package, store_dir)?;
     let input = read(&a.input)?;
     let seed = match &a.seed {
         Some(s) => Some(s.parse::<Digest>().map_err(|e| anyhow!("--seed: {e}"))?),
         None => None,
     };
-    let key = host_key(a.key.as_ref(), store_dir)?;
-    let sandbox = sandbox(store_dir, a.target)?;
-    let started = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let spin = spinner("running (compiling modules on first use)…");
-    let result = sandbox.run(&package, &RunRequest::new(&input).fuel(a.fuel).seed(seed))?;
-    spin.finish_and_clear();
-
-    let metadata = Metadata {
-        note: "metadata is not covered by the seal".into(),
-        host: std::env::var("HOSTNAME").unwrap_or_default(),
-        started_at_unix: started,
-        wall_time_ms: result.wall_time.as_millis() as u64,
-        target: sandbox.config().target.name().into(),
+    let (output, receipt, transcript) = match &a.host {
+        Some(url) => {
+            let host = crate::client::Host::new(url);
+            let id = if Path::new(&a.package).exists() {
+                host.publish(&crate::client::read_bundle(Path::new(&a.package))?)?
+            } else {
+                a.package.parse::<Digest>().map_err(|e| {
+                    anyhow!(
+                        "`{}` is neither a bundle file nor a package id ({e})",
+                        a.package
+                    )
+                })?
+            };
+            host.run(&id, &input, a.fuel, seed)?
+        }
+        None => run_locally(&a, store_dir, &input, seed)?,
     };
-    let receipt = Receipt::seal(result.claim.clone(), &key, metadata);
-    write(&a.output, &result.output)?;
+    write(&a.output, &output)?;
     write(&a.receipt, receipt.to_json().as_bytes())?;
     write(
         &transcript_path(&a.receipt),
-        result.transcript.to_jsonl().as_bytes(),
+        transcript.to_jsonl().as_bytes(),
     )?;
-    match Store::open(store_dir).and_then(|s| s.put_receipt(&receipt, &result.transcript)) {
-        Ok(_) => {}
-        Err(e) => tracing::warn!(
-            "the receipt was written to {} but not stored: {e}",
-            a.receipt.display()
-        ),
-    }
-    for (stage, err) in &result.stderr {
-        if !err.is_empty() {
-            eprintln!("[{stage}] {}", String::from_utf8_lossy(err).trim_end());
-        }
-    }
-    let c = &result.claim;
+    let c = &receipt.claim;
     eprintln!(
         "outcome: {}\nfuel: {} of {}\noutput: {} ({} bytes)\nreceipt: {} (claim {})",
         c.outcome,
@@ -348,6 +351,46 @@ pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
         return Err(fail(anyhow!("the run did not succeed: {}", c.outcome)));
     }
     Ok(())
+}
+
+/// Runs in this process, seals with the host key, stores the receipt.
+fn run_locally(
+    a: &RunArgs,
+    store_dir: &Path,
+    input: &[u8],
+    seed: Option<Digest>,
+) -> Result<(Vec<u8>, Receipt, Transcript)> {
+    let package = load_package(&a.package, store_dir)?;
+    let key = host_key(a.key.as_ref(), store_dir)?;
+    let sandbox = sandbox(store_dir, a.target)?;
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let spin = spinner("running (compiling modules on first use)…");
+    let result = sandbox.run(&package, &RunRequest::new(input).fuel(a.fuel).seed(seed))?;
+    spin.finish_and_clear();
+    let metadata = Metadata {
+        note: "metadata is not covered by the seal".into(),
+        host: std::env::var("HOSTNAME").unwrap_or_default(),
+        started_at_unix: started,
+        wall_time_ms: result.wall_time.as_millis() as u64,
+        target: sandbox.config().target.name().into(),
+    };
+    let receipt = Receipt::seal(result.claim.clone(), &key, metadata);
+    if let Err(e) = Store::open(store_dir).and_then(|s| s.put_receipt(&receipt, &result.transcript))
+    {
+        tracing::warn!(
+            "the receipt is written to {} but not stored: {e}",
+            a.receipt.display()
+        );
+    }
+    for (stage, err) in &result.stderr {
+        if !err.is_empty() {
+            eprintln!("[{stage}] {}", String::from_utf8_lossy(err).trim_end());
+        }
+    }
+    Ok((result.output, receipt, result.transcript))
 }
 
 pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
@@ -386,7 +429,13 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
         .package
         .clone()
         .unwrap_or_else(|| claim.package_id.to_string());
-    let package = load_package(&spec, store_dir)?;
+    let package = match (load_package(&spec, store_dir), &a.host) {
+        (Ok(p), _) => p,
+        (Err(_), Some(url)) if a.package.is_none() => {
+            crate::client::Host::new(url).package(&claim.package_id)?
+        }
+        (Err(e), _) => return Err(e),
+    };
     if package.id() != claim.package_id {
         return Err(fail(anyhow!(
             "package {spec} has id {}, but the receipt is about package {}",
@@ -428,7 +477,17 @@ fn load_transcript(a: &VerifyArgs, store_dir: &Path, root: &Digest) -> anyhow::R
             .with_context(|| format!("reading {}", path.display()))?;
         return Transcript::from_jsonl(&text, root).with_context(|| format!("{}", path.display()));
     }
-    Ok(Store::open(store_dir)?.get_transcript(root)?)
+    match (
+        Store::open(store_dir).and_then(|s| s.get_transcript(root)),
+        &a.host,
+    ) {
+        (Ok(t), _) => Ok(t),
+        (Err(_), Some(url)) => {
+            let receipt = Receipt::from_json(&std::fs::read_to_string(&a.receipt)?)?;
+            crate::client::Host::new(url).transcript(&receipt)
+        }
+        (Err(e), None) => Err(e.into()),
+    }
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
@@ -525,6 +584,21 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
 pub fn hash(a: HashArgs) -> Result<()> {
     for f in &a.files {
         println!("{}  {}", Digest::of(&read(f)?), f.display());
+    }
+    Ok(())
+}
+
+pub fn fsck(store: &Path) -> Result<()> {
+    let report = Store::open(store)?.fsck()?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("reports serialize")
+    );
+    if !report.is_clean() {
+        return Err(fail(anyhow!(
+            "the store at {} has problems (listed above)",
+            store.display()
+        )));
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! 0 success, 1 a verification failure or a run that did not succeed,
 //! 2 bad usage or bad input.
 
+mod client;
 mod commands;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,10 @@ enum Command {
     Inspect(commands::InspectArgs),
     /// Print the blake3 digest of files, as manifests write them.
     Hash(commands::HashArgs),
+    /// Serve the host API over HTTP (publishers, runners, verifiers).
+    Serve(serve::ServeArgs),
+    /// Check the store: every blob, package, receipt and transcript.
+    Fsck,
 }
 
 /// A failure with its exit code.
@@ -75,6 +81,8 @@ fn main() -> ExitCode {
         Command::Verify(a) => commands::verify(a, &store),
         Command::Inspect(a) => commands::inspect(a),
         Command::Hash(a) => commands::hash(a),
+        Command::Serve(a) => serve::serve(a, cli.store.as_deref()),
+        Command::Fsck => commands::fsck(&store),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

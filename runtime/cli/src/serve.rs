@@ -1,0 +1,115 @@
+//! `tally serve`: the host as an HTTP service.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use tally_server::{AppState, ConfigFile, ServerConfig};
+
+use crate::Failure;
+
+/// `tally serve`
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8750: loopback only).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The host's secret key (default: STORE/host.key, created on first use).
+    #[arg(long, value_name = "HOSTKEY")]
+    key: Option<PathBuf>,
+    /// Runs executing at once (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Runs waiting beyond the workers before requests get 503 (default 64).
+    #[arg(long, value_name = "N")]
+    queue: Option<usize>,
+    /// Allowed publisher keys, one hex key per line (default: open mode).
+    #[arg(long, value_name = "FILE")]
+    publishers: Option<PathBuf>,
+    /// A file holding the bearer token run submissions must present.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// A TOML file with any of the settings above (same names; flags win).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn relative_to(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+pub fn serve(a: ServeArgs, store_flag: Option<&Path>) -> Result<(), Failure> {
+    let file: ConfigFile = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
+        }
+        None => ConfigFile::default(),
+    };
+    let base = a
+        .config
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let store = store_flag
+        .map(Path::to_path_buf)
+        .or(file.store.map(|p| relative_to(&base, p)))
+        .unwrap_or_else(tally_store::Store::default_root);
+    let listen = a
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:8750".parse().expect("valid address"));
+    let key_path = a.key.or(file.key.map(|p| relative_to(&base, p)));
+    let key = crate::commands::host_key(key_path.as_ref(), &store)?;
+
+    let mut config = ServerConfig::default();
+    config.store = store;
+    if let Some(n) = a.workers.or(file.workers) {
+        config.workers = n.max(1);
+    }
+    if let Some(n) = a.queue.or(file.queue) {
+        config.queue = n;
+    }
+    if let Some(path) = a
+        .publishers
+        .or(file.publishers.map(|p| relative_to(&base, p)))
+    {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        config.publishers = Some(
+            tally_server::parse_publishers(&text)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?,
+        );
+    }
+    if let Some(path) = a
+        .token_file
+        .or(file.token_file.map(|p| relative_to(&base, p)))
+    {
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        config.token = Some(token.trim().to_string());
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let state = AppState::new(config, key)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        eprintln!("listening on http://{}", listener.local_addr()?);
+        tally_server::serve(listener, state, tally_server::shutdown_signal()).await?;
+        eprintln!("stopped");
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(())
+}

@@ -1,0 +1,462 @@
+//! `tally serve` as a real process: the CLI as its client, a bounded load
+//! test, and a crash test (SIGKILL during uploads and runs).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::util::{Dir, SAMPLE_PNG};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A `tally serve` child process on an ephemeral loopback port.
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    fn start(d: &Dir, extra: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(d.tmp.path())
+            .env("TALLY_HOME", d.path("home"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("serve printed its address").unwrap();
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                break addr.to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Serve { child, url }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) {
+        signal(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    /// A failing test must not leave a server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+const IMAGES: &[(&str, &str)] = &[
+    (
+        "preprocess",
+        "args = [\"--width\", \"32\", \"--height\", \"32\"]",
+    ),
+    ("tensor-stats", ""),
+];
+
+#[test]
+fn the_cli_publishes_runs_and_verifies_through_a_host() {
+    let host = Dir::new();
+    let s = Serve::start(&host, &[]);
+    let publisher = Dir::new();
+    publisher.package("images", IMAGES, "");
+    let id = publisher
+        .tally(&["publish", "images.tally", "--host", &s.url])
+        .expect(0)
+        .stdout
+        .trim()
+        .to_string();
+    std::fs::copy(SAMPLE_PNG, publisher.path("in.png")).unwrap();
+    let run = publisher
+        .tally(&[
+            "run",
+            &id,
+            "--host",
+            &s.url,
+            "--input",
+            "in.png",
+            "--output",
+            "o.jsonl",
+            "--receipt",
+            "r.json",
+        ])
+        .expect(0);
+    assert!(run.stderr.contains("outcome: ok"), "{}", run.stderr);
+    assert!(publisher
+        .read_string("o.jsonl")
+        .contains("\"shape\":[1,3,32,32]"));
+    // A verifier with an empty store fetches package and transcript from the
+    // host and replays locally.
+    let verifier = Dir::new();
+    std::fs::copy(publisher.path("r.json"), verifier.path("r.json")).unwrap();
+    std::fs::copy(SAMPLE_PNG, verifier.path("in.png")).unwrap();
+    let v = verifier
+        .tally(&["verify", "r.json", "--input", "in.png", "--host", &s.url])
+        .expect(0);
+    assert!(v.stdout.starts_with("verified"), "{}", v.stdout);
+    s.stop();
+}
+
+#[test]
+fn serve_reads_a_config_file_and_enforces_its_token() {
+    let d = Dir::new();
+    d.package("echo", &[("echo", "")], "");
+    d.write("token", b"s3cret\n");
+    d.write(
+        "serve.toml",
+        b"workers = 1\nqueue = 4\ntoken_file = \"token\"\n",
+    );
+    let s = Serve::start(&d, &["--config", "serve.toml"]);
+    let id = d
+        .tally(&["publish", "echo.tally", "--host", &s.url])
+        .expect(0)
+        .stdout
+        .trim()
+        .to_string();
+    d.write("in", b"x");
+    let e = d
+        .tally(&[
+            "run",
+            &id,
+            "--host",
+            &s.url,
+            "--input",
+            "in",
+            "--output",
+            "o",
+            "--receipt",
+            "r.json",
+        ])
+        .expect(2);
+    assert!(e.stderr.contains("401"), "{}", e.stderr);
+    let ok = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "run",
+            &id,
+            "--host",
+            &s.url,
+            "--input",
+            "in",
+            "--output",
+            "o",
+            "--receipt",
+            "r.json",
+        ])
+        .current_dir(d.tmp.path())
+        .env("TALLY_HOME", d.path("home"))
+        .env("TALLY_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    s.stop();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn load_many_concurrent_clients_lose_nothing() {
+    let d = Dir::new();
+    d.package("images", IMAGES, "");
+    let s = Serve::start(&d, &["--workers", "2", "--queue", "4"]);
+    let http = reqwest::blocking::Client::new();
+    let bundle = d.read("images.tally");
+    let up: Value = http
+        .post(format!("{}/v1/packages", s.url))
+        .body(bundle)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = up["id"].as_str().unwrap().to_string();
+    let input = std::fs::read(SAMPLE_PNG).unwrap();
+    let body = json!({ "package_id": id, "input": B64.encode(&input) });
+    // Warm up (compile the modules) outside the measurement.
+    assert_eq!(
+        http.post(format!("{}/v1/runs", s.url))
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+
+    let (clients, per_client) = (8, 12);
+    let receipts = Arc::new(Mutex::new(Vec::new()));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let shed = Arc::new(Mutex::new(0u32));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (url, body, receipts, latencies, shed) = (
+                s.url.clone(),
+                body.clone(),
+                receipts.clone(),
+                latencies.clone(),
+                shed.clone(),
+            );
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                let mut done = 0;
+                while done < per_client {
+                    let t = Instant::now();
+                    let r = http
+                        .post(format!("{url}/v1/runs"))
+                        .json(&body)
+                        .send()
+                        .unwrap();
+                    match r.status().as_u16() {
+                        200 => {
+                            latencies.lock().unwrap().push(t.elapsed());
+                            let v: Value = r.json().unwrap();
+                            receipts.lock().unwrap().push(v["receipt"].clone());
+                            done += 1;
+                        }
+                        503 => {
+                            assert_eq!(r.headers()["retry-after"], "1");
+                            *shed.lock().unwrap() += 1;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        other => panic!("unexpected status {other}: {}", r.text().unwrap()),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    let receipts = receipts.lock().unwrap().clone();
+    let total = clients * per_client;
+    assert_eq!(receipts.len(), total);
+
+    // Every receipt verifies (each is replayed by the host).
+    for r in receipts.iter().step_by(1) {
+        let v: Value = http
+            .post(format!("{}/v1/verify", s.url))
+            .json(&json!({ "receipt": r, "input": B64.encode(&input) }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(v["verified"], true, "{v}");
+    }
+    // The metrics agree with what the clients saw.
+    let metrics = http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let runs = total + 1; // and the warm-up
+    assert!(
+        metrics.contains(&format!(
+            "tally_runs_total{{outcome=\"ok\",backend=\"none\"}} {runs}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "tally_verifications_total{{result=\"verified\"}} {total}"
+        )),
+        "{metrics}"
+    );
+    let shed = *shed.lock().unwrap();
+    assert!(
+        metrics.contains(&format!("tally_shed_requests_total {shed}")),
+        "{metrics}"
+    );
+
+    // The same package run by the CLI in a loop, for comparison.
+    d.write("in.png", &input);
+    let cli_runs = 8;
+    let t = Instant::now();
+    for i in 0..cli_runs {
+        // Its own store: the server holds the index of the other one.
+        let receipt = format!("r{i}.json");
+        d.tally(&[
+            "--store",
+            "cli-home",
+            "run",
+            "images.tally",
+            "--input",
+            "in.png",
+            "--output",
+            "o",
+            "--receipt",
+            &receipt,
+        ])
+        .expect(0);
+    }
+    let cli = t.elapsed();
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let served = total as f64 / elapsed.as_secs_f64();
+    let looped = cli_runs as f64 / cli.as_secs_f64();
+    println!(
+        "load: {total} runs from {clients} clients in {:.2}s: {served:.1} runs/s ({:.1}/core), p50 {:?} p90 {:?} p99 {:?}, {shed} shed (503)\n\
+         cli loop: {looped:.1} runs/s ({:.1}/core); service/cli = {:.1}x",
+        elapsed.as_secs_f64(),
+        served / cores,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.9),
+        percentile(&lat, 0.99),
+        looped / cores,
+        served / looped
+    );
+    s.stop();
+}
+
+#[test]
+fn a_killed_server_leaves_a_consistent_store_and_every_reported_receipt() {
+    let d = Dir::new();
+    d.package("images", IMAGES, "");
+    d.package("echo", &[("echo", "")], "");
+    let s = Serve::start(&d, &["--workers", "2", "--queue", "16"]);
+    let url = s.url.clone();
+    let input = std::fs::read(SAMPLE_PNG).unwrap();
+    let http = reqwest::blocking::Client::new();
+    let up: Value = http
+        .post(format!("{url}/v1/packages"))
+        .body(d.read("images.tally"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = up["id"].as_str().unwrap().to_string();
+    let up: Value = http
+        .post(format!("{url}/v1/packages"))
+        .body(d.read("echo.tally"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let echo_id = up["id"].as_str().unwrap().to_string();
+
+    let reported = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for k in 0..4 {
+        let (url, input, reported, stop) =
+            (url.clone(), input.clone(), reported.clone(), stop.clone());
+        let (id, echo_id) = (id.clone(), echo_id.clone());
+        let echo = d.read("echo.tally");
+        threads.push(std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                if k == 0 {
+                    // Uploads, over and over (idempotent).
+                    let _ = http
+                        .post(format!("{url}/v1/packages"))
+                        .body(echo.clone())
+                        .send();
+                    continue;
+                }
+                // Runs of the image pipeline (equal claims) and of `echo` on
+                // inputs unique to each request (distinct receipts).
+                n += 1;
+                let body = if k == 1 {
+                    json!({ "package_id": id, "input": B64.encode(&input) })
+                } else {
+                    json!({ "package_id": echo_id, "input": B64.encode(format!("{k}-{n}")) })
+                };
+                if let Ok(r) = http.post(format!("{url}/v1/runs")).json(&body).send() {
+                    if r.status().as_u16() == 200 {
+                        if let Ok(v) = r.json::<Value>() {
+                            let claim = v["claim_digest"].as_str().unwrap().to_string();
+                            reported
+                                .lock()
+                                .unwrap()
+                                .push((claim, body["input"].as_str().unwrap().to_string()));
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reported.lock().unwrap().len() < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.kill();
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut reported = reported.lock().unwrap().clone();
+    reported.sort();
+    reported.dedup();
+    assert!(
+        reported.len() >= 6,
+        "only {} distinct receipts before the kill",
+        reported.len()
+    );
+
+    // Offline check: no corrupt blob, the index agrees with the blobs, every
+    // stored receipt's seal and transcript check out.
+    let fsck = d.tally(&["fsck"]).expect(0);
+    let report: Value = serde_json::from_str(&fsck.stdout).unwrap();
+    assert!(
+        report["receipts"].as_u64().unwrap() >= reported.len() as u64,
+        "{report}"
+    );
+
+    // Restarted, the host serves and verifies every receipt it reported.
+    let s = Serve::start(&d, &[]);
+    for (claim, input_b64) in &reported {
+        let r = http
+            .get(format!("{}/v1/receipts/{claim}", s.url))
+            .send()
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "receipt {claim} was reported stored"
+        );
+        let receipt: Value = r.json().unwrap();
+        let v: Value = http
+            .post(format!("{}/v1/verify", s.url))
+            .json(&json!({ "receipt": receipt, "input": input_b64 }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(v["verified"], true, "{v}");
+    }
+    s.stop();
+}
