@@ -272,6 +272,20 @@ struct RunBody {
     input: String,
     fuel: Option<u64>,
     seed: Option<String>,
+    /// Inference backend; this host has none yet (wasi-nn is not linked).
+    backend: Option<String>,
+}
+
+/// Refuses a named inference backend: the sandbox runs plain WebAssembly
+/// only until wasi-nn backends are linked.
+fn check_backend(backend: &Option<String>) -> ApiResult<()> {
+    match backend {
+        None => Ok(()),
+        Some(b) => Err(ApiError::bad_request(
+            "unsupported_backend",
+            format!("backend `{b}` is not available on this host: it runs plain WebAssembly stages only (no wasi-nn backends yet); leave `backend` out"),
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -322,8 +336,27 @@ fn check_token(s: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
+/// How many runs `GET /v1/runs/{id}` remembers; older ones are forgotten
+/// (their receipts stay in the store).
+const REMEMBERED_RUNS: usize = 1024;
+
 fn set_status(s: &AppState, id: &str, status: RunStatus) {
-    s.runs.lock().unwrap().insert(id.to_string(), status);
+    let mut runs = s.runs.lock().unwrap();
+    if runs.map.insert(id.to_string(), status).is_none() {
+        runs.order.push_back(id.to_string());
+        while runs.order.len() > REMEMBERED_RUNS {
+            if let Some(old) = runs.order.pop_front() {
+                runs.map.remove(&old);
+            }
+        }
+    }
+}
+
+/// Recent runs by id, oldest first in `order`.
+#[derive(Default)]
+pub(crate) struct RunTable {
+    map: std::collections::HashMap<String, RunStatus>,
+    order: std::collections::VecDeque<String>,
 }
 
 async fn submit_run(
@@ -334,6 +367,7 @@ async fn submit_run(
 ) -> ApiResult<Response> {
     check_token(&s, &headers)?;
     let req: RunBody = json_body(body)?;
+    check_backend(&req.backend)?;
     let package_id = parse_id("package", &req.package_id)?;
     let input = decode_input(&req.input)?;
     let seed = match &req.seed {
@@ -440,7 +474,7 @@ fn execute_run(
 }
 
 async fn get_run(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
-    let status = s.runs.lock().unwrap().get(&id).cloned();
+    let status = s.runs.lock().unwrap().map.get(&id).cloned();
     let body = match status {
         None => {
             return Err(ApiError::not_found(
@@ -498,10 +532,13 @@ struct VerifyBody {
     input: String,
     /// The receipt's transcript (JSON lines), if the host does not hold it.
     transcript: Option<String>,
+    /// Inference backend for the replay (none available yet).
+    backend: Option<String>,
 }
 
 async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Verdict>> {
     let req: VerifyBody = json_body(body)?;
+    check_backend(&req.backend)?;
     let unprocessable = |code, m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, m);
     let receipt = Receipt::from_json(&req.receipt.to_string())
         .map_err(|e| ApiError::bad_request("bad_receipt", e.to_string()))?;

@@ -24,7 +24,6 @@ mod error;
 pub mod metrics;
 mod openapi;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,7 +119,7 @@ pub struct AppState {
     pub(crate) workers: tokio::sync::Semaphore,
     /// Runs and verifications queued or running.
     pub(crate) inflight: AtomicUsize,
-    pub(crate) runs: Mutex<HashMap<String, api::RunStatus>>,
+    pub(crate) runs: Mutex<api::RunTable>,
 }
 
 /// A host-side start-up failure.
@@ -155,7 +154,7 @@ impl AppState {
             key,
             metrics: metrics::Metrics::new(),
             inflight: AtomicUsize::new(0),
-            runs: Mutex::new(HashMap::new()),
+            runs: Mutex::new(api::RunTable::default()),
         }))
     }
 
