@@ -138,44 +138,21 @@ fn serve_reads_a_config_file_and_enforces_its_token() {
         .trim()
         .to_string();
     d.write("in", b"x");
-    let e = d
-        .tally(&[
-            "run",
-            &id,
-            "--host",
-            &s.url,
-            "--input",
-            "in",
-            "--output",
-            "o",
-            "--receipt",
-            "r.json",
-        ])
-        .expect(2);
+    let args = [
+        "run",
+        &id,
+        "--host",
+        &s.url,
+        "--input",
+        "in",
+        "--output",
+        "o",
+        "--receipt",
+        "r.json",
+    ];
+    let e = d.tally(&args).expect(2);
     assert!(e.stderr.contains("401"), "{}", e.stderr);
-    let ok = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args([
-            "run",
-            &id,
-            "--host",
-            &s.url,
-            "--input",
-            "in",
-            "--output",
-            "o",
-            "--receipt",
-            "r.json",
-        ])
-        .current_dir(d.tmp.path())
-        .env("TALLY_HOME", d.path("home"))
-        .env("TALLY_TOKEN", "s3cret")
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    d.tally_env(&args, &[("TALLY_TOKEN", "s3cret")]).expect(0);
     s.stop();
 }
 

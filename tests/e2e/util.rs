@@ -66,11 +66,17 @@ impl Dir {
 
     /// Runs `tally ARGS` with this directory as working directory and store.
     pub fn tally(&self, args: &[&str]) -> Ran {
+        self.tally_env(args, &[])
+    }
+
+    /// [`Dir::tally`] with extra environment variables.
+    pub fn tally_env(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
         let out = Command::new(env!("CARGO_BIN_EXE_tally"))
             .args(args)
             .current_dir(self.tmp.path())
             .env("TALLY_HOME", self.path("home"))
             .env_remove("TALLY_LOG")
+            .envs(env.iter().copied())
             .output()
             .expect("tally runs");
         Ran::from(out)

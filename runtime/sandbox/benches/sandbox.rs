@@ -8,33 +8,18 @@
 
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
-use tally_digest::Digest;
-use tally_package::{Package, PackageSignature};
+use tally_package::Package;
 use tally_sandbox::{RunRequest, Sandbox, SandboxConfig};
+use tally_test_artifacts::pkg::Pkg;
 
 const SAMPLE_PNG: &[u8] = include_bytes!("../../../manifests/image-stats/sample.png");
 const ARGS: &[&str] = &["--width", "224", "--height", "224"];
 
 fn package(guest: &str) -> Package {
-    let wasm = std::fs::read(guest).unwrap();
-    let key = SigningKey::from_bytes(&[1; 32]);
     let args: Vec<String> = ARGS.iter().map(|a| format!("{a:?}")).collect();
-    let text = format!(
-        "[package]\nname = \"bench\"\nversion = \"1\"\npublisher = \"{}\"\n[modules.pre]\npath = \"pre.wasm\"\ndigest = \"{}\"\n[[stages]]\nname = \"pre\"\nmodule = \"pre\"\nargs = [{}]\n",
-        hex::encode(key.verifying_key().as_bytes()),
-        Digest::of(&wasm),
-        args.join(", ")
-    );
-    let id = tally_manifest::Manifest::parse(&text, "bench")
-        .unwrap()
-        .id();
-    Package::new(
-        text,
-        PackageSignature::sign(&id, &key),
-        [(Digest::of(&wasm), wasm)].into(),
-    )
-    .unwrap()
+    Pkg::new()
+        .guest_stage(guest, &format!("args = [{}]", args.join(", ")))
+        .build()
 }
 
 fn median(mut f: impl FnMut(), iters: usize) -> Duration {
@@ -55,8 +40,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
-    let pkg = package(tally_test_artifacts::PREPROCESS);
-    let echo = package(tally_test_artifacts::ECHO);
+    let pkg = package("preprocess");
+    let echo = package("echo");
     let opts =
         tally_image_preprocess::Options::from_args(ARGS.iter().map(|s| s.to_string())).unwrap();
 

@@ -7,38 +7,19 @@ use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use tally_digest::Digest;
-use tally_package::{Package, PackageSignature};
 use tally_server::{AppState, ServerConfig};
+use tally_test_artifacts::pkg::{bundle_bytes, Pkg};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-fn guest(name: &str) -> Vec<u8> {
-    let (_, path) = tally_test_artifacts::ALL
-        .iter()
-        .find(|(n, _)| *n == name)
-        .unwrap();
-    std::fs::read(path).unwrap()
-}
-
-/// A one-stage package of guest `name`, signed by publisher `seed`.
+/// A one-stage package of guest `name`, signed by publisher `[seed; 32]`.
 fn bundle(name: &str, limits: &str, seed: u8) -> (Digest, Vec<u8>) {
-    let wasm = guest(name);
-    let key = SigningKey::from_bytes(&[seed; 32]);
-    let text = format!(
-        "[package]\nname = \"t\"\nversion = \"1\"\npublisher = \"{}\"\n[limits]\n{limits}\n[modules.m]\npath = \"m.wasm\"\ndigest = \"{}\"\n[[stages]]\nname = \"s\"\nmodule = \"m\"\n",
-        hex::encode(key.verifying_key().as_bytes()),
-        Digest::of(&wasm)
-    );
-    let id = tally_manifest::Manifest::parse(&text, "t").unwrap().id();
-    let p = Package::new(
-        text,
-        PackageSignature::sign(&id, &key),
-        [(Digest::of(&wasm), wasm)].into(),
-    )
-    .unwrap();
-    let mut bytes = Vec::new();
-    p.write_bundle(&mut bytes).unwrap();
-    (id, bytes)
+    let p = Pkg::new()
+        .publisher(seed)
+        .limit(limits)
+        .guest_stage(name, "")
+        .build();
+    (p.id(), bundle_bytes(&p))
 }
 
 struct Server {

@@ -6,6 +6,9 @@
 //! Each guest binary `NAME` becomes a constant `NAME` (uppercase, `-` as
 //! `_`) holding the absolute path of its `.wasm` file, and
 //! [`foreach_guest!`] calls a macro once per guest, so a test suite can check
-//! that every guest has a test.
+//! that every guest has a test. [`pkg::Pkg`] builds signed packages of
+//! guests in memory.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+pub mod pkg;

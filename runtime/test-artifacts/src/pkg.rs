@@ -1,0 +1,129 @@
+//! Signed packages built in memory from the guests, for tests and benches.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::SigningKey;
+use tally_digest::Digest;
+use tally_package::{Package, PackageSignature};
+
+/// A package under construction.
+pub struct Pkg {
+    publisher: u8,
+    limits: String,
+    modules: Vec<(String, Vec<u8>)>,
+    files: Vec<(String, Vec<u8>)>,
+    stages: Vec<String>,
+}
+
+/// The bytes of guest `name`'s `.wasm` (file stem, e.g. `cat-file`).
+pub fn guest(name: &str) -> Vec<u8> {
+    let (_, path) = crate::ALL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no guest {name}"));
+    std::fs::read(path).unwrap()
+}
+
+impl Pkg {
+    /// An empty package, signed by publisher key `[7; 32]`.
+    pub fn new() -> Self {
+        Pkg {
+            publisher: 7,
+            limits: String::new(),
+            modules: Vec::new(),
+            files: Vec::new(),
+            stages: Vec::new(),
+        }
+    }
+
+    /// Signs with the publisher key `[seed; 32]` instead.
+    pub fn publisher(mut self, seed: u8) -> Self {
+        self.publisher = seed;
+        self
+    }
+
+    /// Adds `[limits]` lines, e.g. `"fuel = 100"`.
+    pub fn limit(mut self, line: &str) -> Self {
+        self.limits.push_str(line);
+        self.limits.push('\n');
+        self
+    }
+
+    /// Adds a module from raw bytes (or WAT text).
+    pub fn module(mut self, name: &str, bytes: Vec<u8>) -> Self {
+        self.modules.push((name.into(), bytes));
+        self
+    }
+
+    /// Adds a data file.
+    pub fn file(mut self, path: &str, bytes: &[u8]) -> Self {
+        self.files.push((path.into(), bytes.to_vec()));
+        self
+    }
+
+    /// Adds a stage running guest `name` (also added as a module), with
+    /// extra TOML lines for the stage table.
+    pub fn guest_stage(self, name: &str, extra: &str) -> Self {
+        let module = name.replace('-', "_");
+        let this = if self.modules.iter().any(|(m, _)| *m == module) {
+            self
+        } else {
+            self.module(&module, guest(name))
+        };
+        this.stage(&module, &module, extra)
+    }
+
+    /// Adds a stage `{stage}{index}` running `module`, with extra TOML lines.
+    pub fn stage(mut self, stage: &str, module: &str, extra: &str) -> Self {
+        let n = self.stages.len();
+        self.stages.push(format!(
+            "[[stages]]\nname = \"{stage}{n}\"\nmodule = \"{module}\"\n{extra}\n"
+        ));
+        self
+    }
+
+    /// Writes the manifest, signs it and checks the package.
+    pub fn build(self) -> Package {
+        let key = SigningKey::from_bytes(&[self.publisher; 32]);
+        let mut text = format!(
+            "[package]\nname = \"test\"\nversion = \"1\"\npublisher = \"{}\"\n\n[limits]\n{}\n",
+            hex::encode(key.verifying_key().as_bytes()),
+            self.limits
+        );
+        let mut blobs = BTreeMap::new();
+        for (name, bytes) in &self.modules {
+            let d = Digest::of(bytes);
+            text.push_str(&format!(
+                "[modules.{name}]\npath = \"{name}.wasm\"\ndigest = \"{d}\"\n\n"
+            ));
+            blobs.insert(d, bytes.clone());
+        }
+        for (path, bytes) in &self.files {
+            let d = Digest::of(bytes);
+            text.push_str(&format!(
+                "[[files]]\npath = \"{path}\"\ndigest = \"{d}\"\n\n"
+            ));
+            blobs.insert(d, bytes.clone());
+        }
+        for s in &self.stages {
+            text.push_str(s);
+        }
+        let manifest = tally_manifest::Manifest::parse(&text, "test.toml")
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let sig = PackageSignature::sign(&manifest.id(), &key);
+        Package::new(text, sig, blobs).unwrap()
+    }
+}
+
+impl Default for Pkg {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The package as a bundle file's bytes.
+pub fn bundle_bytes(p: &Package) -> Vec<u8> {
+    let mut v = Vec::new();
+    p.write_bundle(&mut v).expect("writing to memory");
+    v
+}
