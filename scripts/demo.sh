@@ -8,7 +8,7 @@ rustup target add wasm32-wasip1 >/dev/null
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 echo "== building tally and the guests"
 cargo build --locked -p tally-cli
-(cd guests && cargo build --locked --release --target wasm32-wasip1)  # in guests/ so its .cargo/config.toml applies
+(cd guests && env -u CARGO_TARGET_DIR cargo build --locked --release --target wasm32-wasip1)  # in guests/ so its .cargo/config.toml applies
 tally="$target_dir/debug/tally"
 guests=guests/target/wasm32-wasip1/release
 
