@@ -93,6 +93,9 @@ pub enum StoreError {
         /// The digest of what is there.
         found: Digest,
     },
+    /// Another process (a running `tally serve`, say) has the store open.
+    #[error("the store at {0} is in use by another process (is `tally serve` running on it?); stop it or use another --store")]
+    Locked(PathBuf),
     /// A blob or index entry is missing.
     #[error("not in the store: {0}")]
     NotFound(String),
@@ -131,7 +134,10 @@ impl Store {
                 source,
             })?;
         }
-        let db = redb::Database::create(root.join("index.redb")).map_err(index_err)?;
+        let db = redb::Database::create(root.join("index.redb")).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(root.clone()),
+            other => index_err(other),
+        })?;
         let tx = db.begin_write().map_err(index_err)?;
         tx.open_table(PACKAGES).map_err(index_err)?;
         tx.open_table(PUBLISHERS).map_err(index_err)?;
@@ -495,6 +501,14 @@ mod tests {
         std::fs::write(s.blob_path(&a), b"on").unwrap();
         let r = s.fsck().unwrap();
         assert_eq!(r.corrupt.len(), 1, "{r:?}");
+    }
+
+    #[test]
+    fn a_store_in_use_says_so() {
+        let (_d, s) = store();
+        let e = Store::open(s.root()).err().expect("a second open fails");
+        assert!(matches!(e, StoreError::Locked(_)), "{e}");
+        assert!(e.to_string().contains("in use by another process"), "{e}");
     }
 
     #[test]
