@@ -140,8 +140,9 @@ pub struct Limits {
     /// Largest stdout of any stage (and so the output), in bytes.
     /// Default: [`Limits::DEFAULT_OUTPUT_BYTES`].
     pub output_bytes: Option<u64>,
-    /// Largest stderr of any stage, in bytes; more is cut off (and the cut is
-    /// part of the stderr digest). Default: [`Limits::DEFAULT_STDERR_BYTES`].
+    /// Largest stderr of any stage, in bytes; a stage that fails after
+    /// filling it ends with the `stderr` limit. Default:
+    /// [`Limits::DEFAULT_STDERR_BYTES`].
     pub stderr_bytes: Option<u64>,
     /// Most host calls in a run (the transcript length).
     /// Default: [`Limits::DEFAULT_HOST_CALLS`].

@@ -137,13 +137,8 @@ impl Sandbox {
             .seed
             .unwrap_or_else(|| host::default_seed(&package_id, &input));
         let deadline = started + Duration::from_millis(limits.wall_time_ms);
-        let views = tempfile::Builder::new()
-            .prefix("tally-run-")
-            .tempdir()
-            .map_err(|source| SandboxError::Io {
-                what: "creating the run's file view".into(),
-                source,
-            })?;
+        // Created on first use: most stages read no files.
+        let mut views: Option<tempfile::TempDir> = None;
 
         let mut transcript = Transcript::new();
         let mut calls_left = limits.host_calls;
@@ -167,33 +162,24 @@ impl Sandbox {
                 fuel_consumed: 0,
                 host_calls: 0,
             };
-            let fail = |outcome: &mut Outcome,
-                        o: Outcome,
-                        stages: &mut Vec<StageClaim>,
-                        claim: StageClaim| {
-                *outcome = o;
-                stages.push(claim);
-            };
-            if bytes.len() as u64 > limits.module_bytes {
-                let o = Outcome::LimitExceeded {
+            let compiled = if bytes.len() as u64 > limits.module_bytes {
+                Err(Outcome::LimitExceeded {
                     stage: stage.name.clone(),
                     limit: "module_bytes".into(),
-                };
-                fail(&mut outcome, o, &mut stages, claim);
-                break;
-            }
-            let compiled = match self.cache.get(&self.base, &module.digest, bytes) {
+                })
+            } else {
+                self.cache
+                    .get(&self.base, &module.digest, bytes)
+                    .map_err(|reason| Outcome::Rejected {
+                        stage: stage.name.clone(),
+                        reason,
+                    })
+            };
+            let compiled = match compiled {
                 Ok(c) => c,
-                Err(reason) => {
-                    fail(
-                        &mut outcome,
-                        Outcome::Rejected {
-                            stage: stage.name.clone(),
-                            reason,
-                        },
-                        &mut stages,
-                        claim,
-                    );
+                Err(o) => {
+                    outcome = o;
+                    stages.push(claim);
                     break;
                 }
             };
@@ -208,7 +194,7 @@ impl Sandbox {
                 std::mem::take(&mut stdin),
                 &stdout,
                 &stderr,
-                views.path(),
+                &mut views,
             )?;
             let mut data = StoreData {
                 wasi,
@@ -301,26 +287,21 @@ impl Sandbox {
             let err = stderr.contents();
             // A full stdout (or stderr) pipe refuses further writes; a stage
             // that then fails in any way failed because of that limit.
-            let stage_outcome = match stage_outcome {
-                Some(o)
-                    if !matches!(o, Outcome::Exit { .. })
-                        && out.len() as u64 >= limits.output_bytes =>
-                {
+            let full = if out.len() as u64 >= limits.output_bytes {
+                Some("output")
+            } else if err.len() as u64 >= limits.stderr_bytes {
+                Some("stderr")
+            } else {
+                None
+            };
+            let stage_outcome = match (stage_outcome, full) {
+                (Some(o), Some(limit)) if !matches!(o, Outcome::Exit { .. }) => {
                     Some(Outcome::LimitExceeded {
                         stage: stage.name.clone(),
-                        limit: "output".into(),
+                        limit: limit.into(),
                     })
                 }
-                Some(o)
-                    if !matches!(o, Outcome::Exit { .. })
-                        && err.len() as u64 >= limits.stderr_bytes =>
-                {
-                    Some(Outcome::LimitExceeded {
-                        stage: stage.name.clone(),
-                        limit: "stderr".into(),
-                    })
-                }
-                o => o,
+                (o, _) => o,
             };
             claim.stdout = Digest::of(&out);
             claim.stderr = Digest::of(&err);
@@ -373,7 +354,7 @@ impl Sandbox {
         stdin: Vec<u8>,
         stdout: &MemoryOutputPipe,
         stderr: &MemoryOutputPipe,
-        views: &std::path::Path,
+        views: &mut Option<tempfile::TempDir>,
     ) -> Result<wasmtime_wasi::p1::WasiP1Ctx, SandboxError> {
         let mut argv = vec![stage.name.clone()];
         argv.extend(stage.args.iter().cloned());
@@ -399,8 +380,17 @@ impl Sandbox {
             .allow_ip_name_lookup(false)
             .allow_blocking_current_thread(true);
         if !stage.read.is_empty() {
-            let dir = views.join(format!("stage-{index}"));
             let io = |what: String| move |source| SandboxError::Io { what, source };
+            let views = match views {
+                Some(v) => v,
+                None => views.insert(
+                    tempfile::Builder::new()
+                        .prefix("tally-run-")
+                        .tempdir()
+                        .map_err(io("creating the run's file view".into()))?,
+                ),
+            };
+            let dir = views.path().join(format!("stage-{index}"));
             for path in &stage.read {
                 let file = package
                     .manifest()

@@ -160,3 +160,57 @@ fn fuel_override_is_capped_by_policy_and_replays_need_policy() {
         .unwrap_err();
     assert!(e.to_string().contains("exceeds this host's policy"), "{e}");
 }
+
+#[test]
+fn a_full_stderr_is_the_stderr_limit() {
+    // `exit` writes "exiting with 7\n" (15 bytes) to stderr; Rust aborts when
+    // the write is refused.
+    let pkg = Pkg::new().limit("stderr_bytes = 5").guest_stage("exit", "").build();
+    assert_limit(&run(&pkg, b""), "stderr");
+}
+
+#[test]
+fn growing_a_table_past_the_limit_is_the_table_limit() {
+    let wat = r#"(module
+        (table $t 1 funcref)
+        (func (export "_start")
+            (drop (table.grow $t (ref.null func) (i32.const 100)))))"#;
+    let pkg = Pkg::new()
+        .limit("table_elements = 10")
+        .module("m", wat.as_bytes().to_vec())
+        .stage("s", "m", "")
+        .build();
+    assert_limit(&run(&pkg, b""), "table");
+}
+
+/// A module that calls one WASI function and exits with its errno.
+fn errno_of(call: &str, import: &str) -> i32 {
+    let wat = format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" {import})
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start") (call $exit {call})))"#
+    );
+    let pkg = Pkg::new().module("m", wat.into_bytes()).stage("s", "m", "").build();
+    match run(&pkg, b"").claim.outcome {
+        Outcome::Exit { code, .. } => code,
+        Outcome::Ok => 0,
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn oversized_random_requests_and_cpu_clocks_are_refused_with_errno() {
+    let random = r#""random_get" (func $f (param i32 i32) (result i32))"#;
+    assert_eq!(errno_of("(call $f (i32.const 0) (i32.const 16))", random), 0);
+    // More than MAX_RANDOM_BYTES (1 MiB): EINVAL.
+    assert_eq!(errno_of("(call $f (i32.const 0) (i32.const 2000000))", random), 28);
+    // Out of bounds of memory: EFAULT.
+    assert_eq!(errno_of("(call $f (i32.const 65530) (i32.const 16))", random), 21);
+    let clock = r#""clock_time_get" (func $f (param i32 i64 i32) (result i32))"#;
+    assert_eq!(errno_of("(call $f (i32.const 1) (i64.const 1) (i32.const 0))", clock), 0);
+    // Process and thread CPU clocks would leak timing: ENOTSUP.
+    assert_eq!(errno_of("(call $f (i32.const 2) (i64.const 1) (i32.const 0))", clock), 58);
+    assert_eq!(errno_of("(call $f (i32.const 9) (i64.const 1) (i32.const 0))", clock), 28);
+}
