@@ -448,7 +448,7 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
     let replay = sandbox.replay(&package, claim, &input)?;
     spin.finish_and_clear();
     let verdict = Verdict::new(&receipt, &replay.claim, &replay.transcript, || {
-        load_transcript(&a, store_dir, &claim.transcript_root).map_err(|e| format!("{e:#}"))
+        load_transcript(&a, store_dir, &receipt).map_err(|e| format!("{e:#}"))
     });
     if a.json {
         println!(
@@ -467,7 +467,14 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn load_transcript(a: &VerifyArgs, store_dir: &Path, root: &Digest) -> anyhow::Result<Transcript> {
+/// The receipt's transcript: the file beside it (or `--transcript`), else
+/// the store, else the `--host`.
+fn load_transcript(
+    a: &VerifyArgs,
+    store_dir: &Path,
+    receipt: &Receipt,
+) -> anyhow::Result<Transcript> {
+    let root = &receipt.claim.transcript_root;
     let path = a
         .transcript
         .clone()
@@ -482,10 +489,7 @@ fn load_transcript(a: &VerifyArgs, store_dir: &Path, root: &Digest) -> anyhow::R
         &a.host,
     ) {
         (Ok(t), _) => Ok(t),
-        (Err(_), Some(url)) => {
-            let receipt = Receipt::from_json(&std::fs::read_to_string(&a.receipt)?)?;
-            crate::client::Host::new(url).transcript(&receipt)
-        }
+        (Err(_), Some(url)) => crate::client::Host::new(url).transcript(receipt),
         (Err(e), None) => Err(e.into()),
     }
 }

@@ -234,9 +234,17 @@ async fn list_packages(State(s): AppS) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(serde_json::json!({ "packages": list })))
 }
 
-async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Package> {
+/// How many checked packages the service keeps in memory.
+const CACHED_PACKAGES: usize = 64;
+
+/// Package `id`, checked: from memory, or loaded (and re-verified) from the
+/// store once. Packages are immutable, so a cached one never goes stale.
+async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Arc<Package>> {
+    if let Some(p) = s.packages.lock().unwrap().get(&id) {
+        return Ok(p.clone());
+    }
     let st = s.clone();
-    blocking(move || {
+    let package = blocking(move || {
         st.store.get_package(&id).map_err(|e| match e {
             tally_store::StoreError::NotFound(_) => ApiError::not_found(
                 "package_not_found",
@@ -245,7 +253,14 @@ async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Package> {
             other => ApiError::internal(other),
         })
     })
-    .await
+    .await?;
+    let package = Arc::new(package);
+    let mut cache = s.packages.lock().unwrap();
+    if cache.len() >= CACHED_PACKAGES {
+        cache.clear();
+    }
+    cache.insert(id, package.clone());
+    Ok(package)
 }
 
 async fn get_package(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {

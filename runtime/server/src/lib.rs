@@ -120,6 +120,9 @@ pub struct AppState {
     /// Runs and verifications queued or running.
     pub(crate) inflight: AtomicUsize,
     pub(crate) runs: Mutex<api::RunTable>,
+    /// Checked packages by id (see `api::load_package`).
+    pub(crate) packages:
+        Mutex<std::collections::HashMap<tally_digest::Digest, Arc<tally_package::Package>>>,
 }
 
 /// A host-side start-up failure.
@@ -155,6 +158,7 @@ impl AppState {
             metrics: metrics::Metrics::new(),
             inflight: AtomicUsize::new(0),
             runs: Mutex::new(api::RunTable::default()),
+            packages: Mutex::new(Default::default()),
         }))
     }
 

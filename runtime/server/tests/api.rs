@@ -230,6 +230,7 @@ async fn every_error_class_has_its_status_and_code() {
         c.publishers = Some(vec![allowed]);
         c.token = Some("secret".into());
         c.max_upload_bytes = 2 << 20;
+        c.max_request_bytes = 1 << 20;
     })
     .await;
     let (id, bytes) = bundle("echo", "", 1);
@@ -280,7 +281,12 @@ async fn every_error_class_has_its_status_and_code() {
         assert_eq!(r.status().as_u16(), 400);
         assert_eq!(code(&r.json().await.unwrap()), want);
     }
-    // 404: unknown package, receipt and route, all as JSON.
+    // 413: a JSON request over the cap.
+    let big = json!({ "package_id": id.to_string(), "input": B64.encode(vec![0u8; 1 << 20]) });
+    let r = authed(big).await.unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(code(&r.json().await.unwrap()), "too_large");
+        // 404: unknown package, receipt and route, all as JSON.
     let r = authed(json!({ "package_id": Digest::of(b"none").to_string(), "input": "" }))
         .await
         .unwrap();

@@ -165,7 +165,10 @@ fn fuel_override_is_capped_by_policy_and_replays_need_policy() {
 fn a_full_stderr_is_the_stderr_limit() {
     // `exit` writes "exiting with 7\n" (15 bytes) to stderr; Rust aborts when
     // the write is refused.
-    let pkg = Pkg::new().limit("stderr_bytes = 5").guest_stage("exit", "").build();
+    let pkg = Pkg::new()
+        .limit("stderr_bytes = 5")
+        .guest_stage("exit", "")
+        .build();
     assert_limit(&run(&pkg, b""), "stderr");
 }
 
@@ -192,7 +195,10 @@ fn errno_of(call: &str, import: &str) -> i32 {
             (memory (export "memory") 1)
             (func (export "_start") (call $exit {call})))"#
     );
-    let pkg = Pkg::new().module("m", wat.into_bytes()).stage("s", "m", "").build();
+    let pkg = Pkg::new()
+        .module("m", wat.into_bytes())
+        .stage("s", "m", "")
+        .build();
     match run(&pkg, b"").claim.outcome {
         Outcome::Exit { code, .. } => code,
         Outcome::Ok => 0,
@@ -203,14 +209,32 @@ fn errno_of(call: &str, import: &str) -> i32 {
 #[test]
 fn oversized_random_requests_and_cpu_clocks_are_refused_with_errno() {
     let random = r#""random_get" (func $f (param i32 i32) (result i32))"#;
-    assert_eq!(errno_of("(call $f (i32.const 0) (i32.const 16))", random), 0);
+    assert_eq!(
+        errno_of("(call $f (i32.const 0) (i32.const 16))", random),
+        0
+    );
     // More than MAX_RANDOM_BYTES (1 MiB): EINVAL.
-    assert_eq!(errno_of("(call $f (i32.const 0) (i32.const 2000000))", random), 28);
+    assert_eq!(
+        errno_of("(call $f (i32.const 0) (i32.const 2000000))", random),
+        28
+    );
     // Out of bounds of memory: EFAULT.
-    assert_eq!(errno_of("(call $f (i32.const 65530) (i32.const 16))", random), 21);
+    assert_eq!(
+        errno_of("(call $f (i32.const 65530) (i32.const 16))", random),
+        21
+    );
     let clock = r#""clock_time_get" (func $f (param i32 i64 i32) (result i32))"#;
-    assert_eq!(errno_of("(call $f (i32.const 1) (i64.const 1) (i32.const 0))", clock), 0);
+    assert_eq!(
+        errno_of("(call $f (i32.const 1) (i64.const 1) (i32.const 0))", clock),
+        0
+    );
     // Process and thread CPU clocks would leak timing: ENOTSUP.
-    assert_eq!(errno_of("(call $f (i32.const 2) (i64.const 1) (i32.const 0))", clock), 58);
-    assert_eq!(errno_of("(call $f (i32.const 9) (i64.const 1) (i32.const 0))", clock), 28);
+    assert_eq!(
+        errno_of("(call $f (i32.const 2) (i64.const 1) (i32.const 0))", clock),
+        58
+    );
+    assert_eq!(
+        errno_of("(call $f (i32.const 9) (i64.const 1) (i32.const 0))", clock),
+        28
+    );
 }
