@@ -285,6 +285,9 @@ async fn every_error_class_has_its_status_and_code() {
     let big = json!({ "package_id": id.to_string(), "input": B64.encode(vec![0u8; 1 << 20]) });
     let r = authed(big).await.unwrap();
     assert_eq!(r.status().as_u16(), 413);
+    // The unread rest of the body makes the connection unusable; a client
+    // that reused it would fail its next request.
+    assert_eq!(r.headers()["connection"], "close");
     assert_eq!(code(&r.json().await.unwrap()), "too_large");
         // 404: unknown package, receipt and route, all as JSON.
     let r = authed(json!({ "package_id": Digest::of(b"none").to_string(), "input": "" }))
