@@ -3,6 +3,7 @@
 
 mod adversarial;
 mod flow;
+mod inference;
 mod serve;
 mod tamper;
 mod tidy;

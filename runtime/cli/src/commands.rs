@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tally_digest::Digest;
 use tally_package::{Package, DEFAULT_MAX_BUNDLE_BYTES};
 use tally_receipt::{Metadata, Receipt, Transcript, Verdict};
-use tally_sandbox::{RunRequest, Sandbox, SandboxConfig, Target};
+use tally_sandbox::{BackendKind, OrtConfig, RunRequest, Sandbox, SandboxConfig, Target};
 use tally_store::Store;
 
 use crate::Failure;
@@ -64,9 +64,28 @@ enum TargetArg {
     Pulley,
 }
 
+/// Which inference backend serves wasi-nn.
+#[derive(Args, Clone)]
+pub struct BackendArgs {
+    /// Inference backend: portable (tract in wasm, the same bits on every
+    /// host), tract (native) or onnxruntime.
+    #[arg(long, value_name = "NAME", default_value = "portable")]
+    backend: BackendKind,
+    /// With `--backend tract`: force generic kernels (the same on every
+    /// host of an architecture) instead of the CPU's best.
+    #[arg(long)]
+    tract_generic: bool,
+    /// With `--backend onnxruntime`: the library (default: $ORT_DYLIB_PATH,
+    /// else .assets/libonnxruntime.so.1.31.1; scripts/fetch-assets.sh gets it).
+    #[arg(long, value_name = "FILE")]
+    ort_lib: Option<PathBuf>,
+}
+
 /// `tally run`
 #[derive(Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    nn: BackendArgs,
     /// A bundle path, or a package id in the store.
     package: String,
     /// The run input.
@@ -101,6 +120,8 @@ pub struct RunArgs {
 /// `tally verify`
 #[derive(Args)]
 pub struct VerifyArgs {
+    #[command(flatten)]
+    nn: BackendArgs,
     /// The receipt to verify.
     receipt: PathBuf,
     /// The run input the receipt is about.
@@ -214,6 +235,13 @@ pub fn pack(a: PackArgs) -> Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    // Graphs meet the ONNX policy before they are signed.
+    for (name, g) in &package.manifest().graphs {
+        let bytes = package.blob(&g.file.digest).expect("a packed package has every graph");
+        tally_nn_tract::check_onnx(bytes).map_err(|e| {
+            anyhow!("{}: graph `{name}` ({}): {e}", a.manifest.display(), g.file.path)
+        })?;
+    }
     let mut bytes = Vec::new();
     package
         .write_bundle(&mut bytes)
@@ -267,16 +295,56 @@ fn load_package(spec: &str, store: &Path) -> Result<Package> {
         .with_context(|| format!("loading package {id} from {}", store.root().display()))?)
 }
 
-fn sandbox(store: &Path, target: TargetArg) -> Result<Sandbox> {
+fn sandbox(store: &Path, target: TargetArg, nn: &BackendArgs) -> Result<Sandbox> {
     let target = match target {
         TargetArg::Native => Target::Native,
         TargetArg::Pulley => Target::Pulley,
     };
+    let mut ort = OrtConfig::default();
+    if let Some(lib) = &nn.ort_lib {
+        ort.library = lib.clone();
+    }
     let config = SandboxConfig::default()
         .target(target)
         .pooling(true)
-        .cache_dir(store.join("cache"));
+        .cache_dir(store.join("cache"))
+        .backend(nn.backend)
+        .tract_generic(nn.tract_generic)
+        .ort(ort);
     Ok(Sandbox::new(config)?)
+}
+
+/// `RECEIPT.tensors`: the recorded inference outputs beside a receipt.
+fn tensors_path(receipt: &Path) -> PathBuf {
+    let mut p = receipt.as_os_str().to_owned();
+    p.push(".tensors");
+    PathBuf::from(p)
+}
+
+/// Frames encoded tensor lists: per compute, its length (u64 LE) and bytes.
+fn frame(computes: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in computes {
+        out.extend_from_slice(&(c.len() as u64).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    out
+}
+
+fn unframe(mut b: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let len = b
+            .get(..8)
+            .map(|l| u64::from_le_bytes(l.try_into().expect("8 bytes")) as usize)
+            .ok_or_else(|| anyhow!("truncated tensors file"))?;
+        let body = b
+            .get(8..8usize.saturating_add(len))
+            .ok_or_else(|| anyhow!("truncated tensors file"))?;
+        out.push(body.to_vec());
+        b = &b[8 + len..];
+    }
+    Ok(out)
 }
 
 pub(crate) fn host_key(arg: Option<&PathBuf>, store: &Path) -> Result<SigningKey> {
@@ -313,7 +381,7 @@ pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
         Some(s) => Some(s.parse::<Digest>().map_err(|e| anyhow!("--seed: {e}"))?),
         None => None,
     };
-    let (output, receipt, transcript) = match &a.host {
+    let (output, receipt, transcript, computes) = match &a.host {
         Some(url) => {
             let host = crate::client::Host::new(url);
             let id = if Path::new(&a.package).exists() {
@@ -326,12 +394,16 @@ pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
                     )
                 })?
             };
-            host.run(&id, &input, a.fuel, seed)?
+            let (output, receipt, transcript) = host.run(&id, &input, a.fuel, seed)?;
+            (output, receipt, transcript, Vec::new())
         }
         None => run_locally(&a, store_dir, &input, seed)?,
     };
     write(&a.output, &output)?;
     write(&a.receipt, receipt.to_json().as_bytes())?;
+    if !computes.is_empty() {
+        write(&tensors_path(&a.receipt), &frame(&computes))?;
+    }
     write(
         &transcript_path(&a.receipt),
         transcript.to_jsonl().as_bytes(),
@@ -359,10 +431,10 @@ fn run_locally(
     store_dir: &Path,
     input: &[u8],
     seed: Option<Digest>,
-) -> Result<(Vec<u8>, Receipt, Transcript)> {
+) -> Result<(Vec<u8>, Receipt, Transcript, Vec<Vec<u8>>)> {
     let package = load_package(&a.package, store_dir)?;
     let key = host_key(a.key.as_ref(), store_dir)?;
-    let sandbox = sandbox(store_dir, a.target)?;
+    let sandbox = sandbox(store_dir, a.target, &a.nn)?;
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -378,7 +450,10 @@ fn run_locally(
         target: sandbox.config().target.name().into(),
     };
     let receipt = Receipt::seal(result.claim.clone(), &key, metadata);
-    if let Err(e) = Store::open(store_dir).and_then(|s| s.put_receipt(&receipt, &result.transcript))
+    let computes: Vec<Vec<u8>> = result.computes.iter().map(|c| c.encoded.clone()).collect();
+    let framed: Vec<&[u8]> = computes.iter().map(Vec::as_slice).collect();
+    if let Err(e) = Store::open(store_dir)
+        .and_then(|s| s.put_receipt(&receipt, &result.transcript, &framed))
     {
         tracing::warn!(
             "the receipt is written to {} but not stored: {e}",
@@ -390,7 +465,7 @@ fn run_locally(
             eprintln!("[{stage}] {}", String::from_utf8_lossy(err).trim_end());
         }
     }
-    Ok((result.output, receipt, result.transcript))
+    Ok((result.output, receipt, result.transcript, computes))
 }
 
 pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
@@ -443,13 +518,33 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
             claim.package_id
         )));
     }
-    let sandbox = sandbox(store_dir, a.target)?;
+    let sandbox = sandbox(store_dir, a.target, &a.nn)?;
+    let original = load_transcript(&a, store_dir, &receipt).map_err(|e| format!("{e:#}"));
+    // On another backend, the replay checks against and feeds the guests
+    // the recorded inference outputs: beside the receipt, else the store.
+    let recorded = if claim.backend != *sandbox.backend_info() {
+        let beside = tensors_path(&a.receipt);
+        if beside.exists() {
+            Some(unframe(&read(&beside)?)?)
+        } else {
+            match &original {
+                Ok(t) => Store::open(store_dir).and_then(|s| s.get_computes(t)).ok(),
+                Err(_) => None,
+            }
+        }
+    } else {
+        None
+    };
     let spin = spinner("replaying…");
-    let replay = sandbox.replay(&package, claim, &input)?;
+    let replay = sandbox.replay(&package, claim, &input, recorded.as_deref())?;
     spin.finish_and_clear();
-    let verdict = Verdict::new(&receipt, &replay.claim, &replay.transcript, || {
-        load_transcript(&a, store_dir, &receipt).map_err(|e| format!("{e:#}"))
-    });
+    let verdict = Verdict::new(
+        &receipt,
+        &replay.claim,
+        &replay.transcript,
+        replay.inference,
+        || original,
+    );
     if a.json {
         println!(
             "{}",
@@ -460,8 +555,9 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
     }
     if !verdict.verified {
         return Err(fail(anyhow!(
-            "verification failed: {} field(s) differ",
-            verdict.mismatches.len()
+            "verification failed: {} field(s) differ, {} inference output(s) out of tolerance",
+            verdict.mismatches.len(),
+            verdict.inference.iter().filter(|c| !c.within).count()
         )));
     }
     Ok(())

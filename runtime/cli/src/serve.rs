@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Runs executing at once (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Inference backend: portable (default), tract or onnxruntime (library
+    /// from $ORT_DYLIB_PATH).
+    #[arg(long, value_name = "NAME")]
+    backend: Option<tally_sandbox::BackendKind>,
     /// Runs waiting beyond the workers before requests get 503 (default 64).
     #[arg(long, value_name = "N")]
     queue: Option<usize>,
@@ -71,6 +75,9 @@ pub fn serve(a: ServeArgs, store_flag: Option<&Path>) -> Result<(), Failure> {
 
     let mut config = ServerConfig::default();
     config.store = store;
+    if let Some(b) = a.backend {
+        config.backend = b;
+    }
     if let Some(n) = a.workers.or(file.workers) {
         config.workers = n.max(1);
     }

@@ -69,6 +69,9 @@ pub struct Manifest {
     pub modules: BTreeMap<String, FileRef>,
     /// Data files the stages may read, sorted by path.
     pub files: Vec<FileRef>,
+    /// Inference graphs by name (default: none). Guests open them with
+    /// wasi-nn's `load_by_name`.
+    pub graphs: BTreeMap<String, Graph>,
     /// The pipeline, in order: the run input is stdin of the first stage,
     /// each stage's stdout is the next stage's stdin, and the last stage's
     /// stdout is the run output.
@@ -120,6 +123,79 @@ pub struct Stage {
     /// Paths of [`Manifest::files`] this stage may read, read-only, under
     /// the guest directory `/pkg` (default: none).
     pub read: Vec<String>,
+    /// Names of [`Manifest::graphs`] this stage may load (default: none).
+    pub graphs: Vec<String>,
+}
+
+/// Graph encodings a package may declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum GraphEncoding {
+    /// ONNX protobuf, every weight embedded.
+    Onnx,
+}
+
+/// wasi-nn execution targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ExecutionTarget {
+    /// The CPU.
+    Cpu,
+    /// A GPU, where the backend has one.
+    Gpu,
+}
+
+/// How far an inference output recomputed on another backend may be from
+/// the recorded one and still count as the same.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Tolerance {
+    /// Largest absolute difference allowed per element (default `1e-4`).
+    pub abs: f64,
+    /// Largest difference relative to the recorded value's magnitude
+    /// (default `1e-3`). An element passes if it is within `abs` *or*
+    /// within `rel`.
+    pub rel: f64,
+    /// Instead of values, compare the index of the largest element along
+    /// the last axis (default `false`): classifications agree.
+    pub argmax: bool,
+}
+
+impl Eq for Tolerance {}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance {
+            abs: 1e-4,
+            rel: 1e-3,
+            argmax: false,
+        }
+    }
+}
+
+/// A `[graphs.NAME]` table: an inference graph shipped in the package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Graph {
+    /// The graph file and its digest.
+    pub file: FileRef,
+    /// Its encoding (default and only value: `onnx`).
+    pub encoding: GraphEncoding,
+    /// Execution targets a guest may ask for (default: `["cpu"]`).
+    pub targets: Vec<ExecutionTarget>,
+    /// Tolerance for every output without its own (default: [`Tolerance::default`]).
+    pub tolerance: Tolerance,
+    /// Per-output tolerances by output index (default: none).
+    pub outputs: BTreeMap<u32, Tolerance>,
+}
+
+impl Graph {
+    /// The tolerance of output `index`.
+    pub fn tolerance_of(&self, index: u32) -> Tolerance {
+        self.outputs.get(&index).copied().unwrap_or(self.tolerance)
+    }
 }
 
 /// The `[limits]` table: what a package asks of the host. A host caps each
@@ -299,14 +375,43 @@ impl Manifest {
             c.seq(&s.read, |c, r| {
                 c.str(r);
             });
+            c.seq(&s.graphs, |c, g| {
+                c.str(g);
+            });
         });
+        c.u64(self.graphs.len() as u64);
+        for (name, g) in &self.graphs {
+            c.str(name).str(&g.file.path).digest(&g.file.digest);
+            c.str(match g.encoding {
+                GraphEncoding::Onnx => "onnx",
+            });
+            c.seq(&g.targets, |c, t| {
+                c.str(match t {
+                    ExecutionTarget::Cpu => "cpu",
+                    ExecutionTarget::Gpu => "gpu",
+                });
+            });
+            let tol = |c: &mut Canon, t: &Tolerance| {
+                c.u64(t.abs.to_bits()).u64(t.rel.to_bits()).u64(t.argmax as u64);
+            };
+            tol(&mut c, &g.tolerance);
+            c.u64(g.outputs.len() as u64);
+            for (i, t) in &g.outputs {
+                c.u32(*i);
+                tol(&mut c, t);
+            }
+        }
         c.finish()
     }
 
-    /// Every file of the package (modules first, by name; then data files),
+    /// Every file of the package (modules first, by name; then data files;
+    /// then graphs, by name),
     /// each once.
     pub fn all_files(&self) -> impl Iterator<Item = &FileRef> {
-        self.modules.values().chain(self.files.iter())
+        self.modules
+            .values()
+            .chain(self.files.iter())
+            .chain(self.graphs.values().map(|g| &g.file))
     }
 
     /// The data file declared at `path`, if any.

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    check_relative_path, Digest, FileRef, Limits, Manifest, ManifestError, ManifestErrorKind,
-    PackageInfo, Stage,
+    check_relative_path, Digest, ExecutionTarget, FileRef, Graph, GraphEncoding, Limits, Manifest,
+    ManifestError, ManifestErrorKind, PackageInfo, Stage, Tolerance,
 };
 
 #[derive(Deserialize)]
@@ -24,7 +24,41 @@ struct RawManifest {
     #[serde(default)]
     files: Vec<RawFile>,
     #[serde(default)]
+    graphs: BTreeMap<Spanned<String>, RawGraph>,
+    #[serde(default)]
     stages: Vec<RawStage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGraph {
+    path: Spanned<String>,
+    digest: Spanned<String>,
+    #[serde(default)]
+    encoding: Option<Spanned<String>>,
+    #[serde(default)]
+    targets: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    tolerance: Option<Spanned<RawTolerance>>,
+    #[serde(default)]
+    outputs: Vec<Spanned<RawOutput>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawTolerance {
+    abs: Option<f64>,
+    rel: Option<f64>,
+    argmax: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    index: u32,
+    abs: Option<f64>,
+    rel: Option<f64>,
+    argmax: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +102,8 @@ struct RawStage {
     env: BTreeMap<Spanned<String>, String>,
     #[serde(default)]
     read: Vec<Spanned<String>>,
+    #[serde(default)]
+    graphs: Vec<Spanned<String>>,
 }
 
 struct Ctx<'a> {
@@ -144,6 +180,119 @@ impl Ctx<'_> {
             ));
         }
         Ok(FileRef { path, digest })
+    }
+}
+
+impl Ctx<'_> {
+    fn tolerance(
+        &self,
+        span: &Range<usize>,
+        field: &str,
+        base: Tolerance,
+        abs: Option<f64>,
+        rel: Option<f64>,
+        argmax: Option<bool>,
+    ) -> Result<Tolerance, ManifestError> {
+        let t = Tolerance {
+            abs: abs.unwrap_or(base.abs),
+            rel: rel.unwrap_or(base.rel),
+            argmax: argmax.unwrap_or(base.argmax),
+        };
+        if !(t.abs.is_finite() && t.abs >= 0.0 && t.rel.is_finite() && t.rel >= 0.0) {
+            return Err(self.invalid(
+                span,
+                field,
+                "`abs` and `rel` are finite and not negative, e.g. abs = 1e-4, rel = 1e-3",
+            ));
+        }
+        Ok(t)
+    }
+
+    fn graph(
+        &self,
+        g: &RawGraph,
+        field: &str,
+        paths: &mut BTreeSet<String>,
+    ) -> Result<Graph, ManifestError> {
+        let file = self.file_ref(
+            &RawFile {
+                path: g.path.clone(),
+                digest: g.digest.clone(),
+            },
+            field,
+            paths,
+        )?;
+        let encoding = match &g.encoding {
+            None => GraphEncoding::Onnx,
+            Some(e) if e.get_ref() == "onnx" => GraphEncoding::Onnx,
+            Some(e) => {
+                return Err(self.invalid(
+                    &e.span(),
+                    format!("{field}.encoding"),
+                    format!("unsupported encoding `{}`; use \"onnx\"", e.get_ref()),
+                ))
+            }
+        };
+        let mut targets = Vec::new();
+        for t in g.targets.iter().flatten() {
+            let target = match t.get_ref().as_str() {
+                "cpu" => ExecutionTarget::Cpu,
+                "gpu" => ExecutionTarget::Gpu,
+                other => {
+                    return Err(self.invalid(
+                        &t.span(),
+                        format!("{field}.targets"),
+                        format!("unknown execution target `{other}`; use \"cpu\" or \"gpu\""),
+                    ))
+                }
+            };
+            if targets.contains(&target) {
+                return Err(self.err(
+                    &t.span(),
+                    format!("{field}.targets"),
+                    ManifestErrorKind::Duplicate(t.get_ref().clone()),
+                ));
+            }
+            targets.push(target);
+        }
+        if targets.is_empty() {
+            targets.push(ExecutionTarget::Cpu);
+        }
+        targets.sort();
+        let tolerance = match &g.tolerance {
+            None => Tolerance::default(),
+            Some(t) => {
+                let r = *t.get_ref();
+                self.tolerance(
+                    &t.span(),
+                    &format!("{field}.tolerance"),
+                    Tolerance::default(),
+                    r.abs,
+                    r.rel,
+                    r.argmax,
+                )?
+            }
+        };
+        let mut outputs = BTreeMap::new();
+        for (i, o) in g.outputs.iter().enumerate() {
+            let ofield = format!("{field}.outputs[{i}]");
+            let r = o.get_ref();
+            let t = self.tolerance(&o.span(), &ofield, tolerance, r.abs, r.rel, r.argmax)?;
+            if outputs.insert(r.index, t).is_some() {
+                return Err(self.err(
+                    &o.span(),
+                    ofield,
+                    ManifestErrorKind::Duplicate(format!("output {}", r.index)),
+                ));
+            }
+        }
+        Ok(Graph {
+            file,
+            encoding,
+            targets,
+            tolerance,
+            outputs,
+        })
     }
 }
 
@@ -253,6 +402,18 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         files.push(cx.file_ref(f, &field, &mut paths)?);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut graphs = BTreeMap::new();
+    for (name, g) in &raw.graphs {
+        let field = format!("graphs.{}", name.get_ref());
+        if !is_name(name.get_ref()) {
+            return Err(cx.invalid(
+                &name.span(),
+                field,
+                "a graph name has 1 to 64 lowercase letters, digits, '-' or '_'",
+            ));
+        }
+        graphs.insert(name.get_ref().clone(), cx.graph(g, &field, &mut paths)?);
+    }
 
     // Stages.
     if raw.stages.is_empty() {
@@ -331,12 +492,29 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
             }
             read.push(path);
         }
+        let mut stage_graphs = Vec::new();
+        for (j, g) in s.graphs.iter().enumerate() {
+            let gfield = format!("{field}.graphs[{j}]");
+            let name = g.get_ref().clone();
+            if !graphs.contains_key(&name) {
+                return Err(cx.err(
+                    &g.span(),
+                    gfield,
+                    ManifestErrorKind::Dangling { what: "graph", name },
+                ));
+            }
+            if stage_graphs.contains(&name) {
+                return Err(cx.err(&g.span(), gfield, ManifestErrorKind::Duplicate(name)));
+            }
+            stage_graphs.push(name);
+        }
         stages.push(Stage {
             name: s.name.get_ref().clone(),
             module: s.module.get_ref().clone(),
             args: s.args.clone(),
             env,
             read,
+            graphs: stage_graphs,
         });
     }
 
@@ -345,6 +523,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         limits,
         modules,
         files,
+        graphs,
         stages,
     })
 }

@@ -19,6 +19,8 @@ pub struct Claim {
     pub tally_version: String,
     /// The engine and its determinism profile.
     pub engine: EngineInfo,
+    /// The inference backend that served wasi-nn calls.
+    pub backend: BackendInfo,
     /// The package id (canonical manifest digest).
     pub package_id: Digest,
     /// Digest of the run input.
@@ -61,6 +63,19 @@ pub struct EngineInfo {
     /// verifier reports a difference here as a cross-target replay, not a
     /// mismatch.
     pub target: Digest,
+}
+
+/// The inference backend of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendInfo {
+    /// `portable`, `tract` or `onnxruntime`.
+    pub kind: String,
+    /// What exactly computed: engine version, kernels, library digest. Two
+    /// runs with equal kind and detail give bit-identical inference outputs;
+    /// a replay on another backend (or detail) compares inference outputs
+    /// under the manifest's tolerances instead (see `Verdict`).
+    pub detail: String,
 }
 
 /// One stage that ran.
@@ -197,6 +212,8 @@ impl Claim {
             .str(&self.engine.wasmtime_version)
             .digest(&self.engine.profile)
             .digest(&self.engine.target)
+            .str(&self.backend.kind)
+            .str(&self.backend.detail)
             .digest(&self.package_id)
             .digest(&self.input)
             .digest(&self.output)
@@ -231,14 +248,15 @@ pub struct Mismatch {
 }
 
 /// Compares a receipt's claim (`expected`) with a replay's (`found`) field
-/// by field. `engine.target` is skipped: it legitimately differs between
-/// architectures (see [`EngineInfo::target`]).
+/// by field. `engine.target` and `backend` are skipped: they legitimately
+/// differ between hosts (see [`EngineInfo::target`], [`BackendInfo`]); the
+/// [`crate::Verdict`] reports them.
 pub fn compare(expected: &Claim, found: &Claim) -> Vec<Mismatch> {
     let a = serde_json::to_value(expected).expect("claims serialize");
     let b = serde_json::to_value(found).expect("claims serialize");
     let mut out = Vec::new();
     diff("", &a, &b, &mut out);
-    out.retain(|m| m.field != "engine.target");
+    out.retain(|m| !(m.field == "engine.target" || m.field == "backend" || m.field.starts_with("backend.")));
     out
 }
 

@@ -5,7 +5,8 @@
 //! * [`Claim`]: everything the run determined: versions, the engine profile,
 //!   the package id, per-stage module/stdout/stderr digests and fuel, the
 //!   input and output digests, the seed, the limits in force, the
-//!   [`Outcome`], and the root of the [`Transcript`] of host calls. Its
+//!   [`Outcome`], the inference [`BackendInfo`], and the root of the
+//!   [`Transcript`] of host calls. Its
 //!   digest ([`Claim::digest`]) is blake3 under the domain tag
 //!   `tally.ReceiptClaim.v1` over the canonical encoding (`tally-digest`).
 //! * [`Seal`]: the host's ed25519 signature over the claim digest.
@@ -29,18 +30,18 @@ mod claim;
 mod transcript;
 mod verdict;
 
-pub use claim::{compare, Claim, EngineInfo, Mismatch, Outcome, StageClaim};
+pub use claim::{compare, BackendInfo, Claim, EngineInfo, Mismatch, Outcome, StageClaim};
 pub use tally_digest::Digest;
 pub use tally_manifest::ResolvedLimits;
-pub use transcript::{Divergence, HostCall, Transcript, TranscriptError};
-pub use verdict::Verdict;
+pub use transcript::{Divergence, HostCall, Transcript, TranscriptError, NN_COMPUTE};
+pub use verdict::{InferenceCheck, Verdict};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use tally_digest::Canon;
 
 /// The receipt format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The domain tag of the message a host signs.
 pub const SEAL_TAG: &str = "tally.Seal.v1";

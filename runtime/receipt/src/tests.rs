@@ -9,6 +9,10 @@ fn claim() -> Claim {
             profile: Digest::of(b"p"),
             target: Digest::of(b"t"),
         },
+        backend: BackendInfo {
+            kind: "portable".into(),
+            detail: "d".into(),
+        },
         package_id: Digest::of(b"pkg"),
         input: Digest::of(b"in"),
         output: Digest::of(b"out"),

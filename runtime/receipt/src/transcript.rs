@@ -179,3 +179,19 @@ impl Transcript {
             })
     }
 }
+
+/// The transcript name of a wasi-nn `compute` call.
+pub const NN_COMPUTE: &str = "wasi_ephemeral_nn.compute";
+
+impl Transcript {
+    /// The digests of the inference outputs of every successful `compute`,
+    /// in order: what a host stores with the receipt and a verifier on
+    /// another backend replays against.
+    pub fn compute_outputs(&self) -> Vec<Digest> {
+        self.calls()
+            .iter()
+            .filter(|c| c.func == NN_COMPUTE && c.results.first() == Some(&0))
+            .filter_map(|c| c.data)
+            .collect()
+    }
+}

@@ -36,6 +36,7 @@ pub(crate) struct StoreData {
     pub(crate) wasi: WasiP1Ctx,
     pub(crate) limiter: Limiter,
     pub(crate) rec: Recorder,
+    pub(crate) nn: crate::nn::NnRun,
 }
 
 /// Memory and table caps, remembering which one was hit.
@@ -157,20 +158,22 @@ pub(crate) fn base_linker(engine: &Engine) -> Linker<StoreData> {
         .and_then(|l| l.func_wrap(WASI_MODULE, "clock_res_get", clock_res_get))
         .expect("shadowing WASI functions");
     linker.allow_shadowing(false);
+    crate::nn::add_to_linker(&mut linker).expect("wasi-nn links");
     linker
 }
 
 /// Pre-links `module`, or says why it is rejected (imports outside WASI
-/// preview 1, or with the wrong types).
+/// preview 1 and wasi-nn, or with the wrong types).
 pub(crate) fn link(
     base: &Linker<StoreData>,
     module: &Module,
 ) -> Result<InstancePre<StoreData>, String> {
     for import in module.imports() {
         let (m, n) = (import.module(), import.name());
-        if m != WASI_MODULE {
+        if m != WASI_MODULE && m != crate::nn::NN_MODULE {
             return Err(format!(
-                "imports `{m}.{n}`, but only `{WASI_MODULE}` functions are provided"
+                "imports `{m}.{n}`, but only `{WASI_MODULE}` and `{}` functions are provided",
+                crate::nn::NN_MODULE
             ));
         }
         if !matches!(import.ty(), ExternType::Func(_)) {
@@ -182,7 +185,7 @@ pub(crate) fn link(
     base.instantiate_pre(module).map_err(|e| {
         let msg = format!("{e:#}");
         if msg.contains("unknown import") {
-            format!("imports a function WASI preview 1 does not define: {msg}")
+            format!("imports a function WASI preview 1 and wasi-nn do not define: {msg}")
         } else if msg.contains("incompatible import type") || msg.contains("type mismatch") {
             format!("imports a WASI function with the wrong type: {msg}")
         } else {

@@ -34,6 +34,8 @@
 
 mod cache;
 mod host;
+mod nn;
+mod portable;
 pub mod profile;
 mod run;
 
@@ -42,8 +44,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use nn::ComputeRecord;
 pub use run::{RunRequest, RunResult};
 use tally_manifest::{Limits, ResolvedLimits};
+pub use tally_nn::{BackendKind, OrtConfig};
 
 /// Where compiled code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,6 +114,18 @@ pub struct SandboxConfig {
     /// metering costs: claims from such a sandbox record zero fuel and carry
     /// a different profile digest, so they never verify against metered ones.
     pub unmetered: bool,
+    /// The inference backend serving wasi-nn. Default: [`BackendKind::Portable`].
+    pub backend: BackendKind,
+    /// For the `tract` backend: force generic kernels, the same on every
+    /// host of an architecture. Default: `false` (the CPU's best kernels).
+    pub tract_generic: bool,
+    /// For the `onnxruntime` backend: where the library is. Default:
+    /// [`OrtConfig::default`].
+    pub ort: OrtConfig,
+    /// Load graphs for the GPU execution target where the manifest allows
+    /// it and the backend has one (ONNX Runtime's CUDA provider). Default:
+    /// `false`.
+    pub gpu: bool,
 }
 
 impl SandboxConfig {
@@ -131,6 +147,21 @@ impl SandboxConfig {
     /// Sets [`SandboxConfig::unmetered`].
     pub fn unmetered(mut self, on: bool) -> Self {
         self.unmetered = on;
+        self
+    }
+    /// Sets [`SandboxConfig::backend`].
+    pub fn backend(mut self, b: BackendKind) -> Self {
+        self.backend = b;
+        self
+    }
+    /// Sets [`SandboxConfig::tract_generic`].
+    pub fn tract_generic(mut self, on: bool) -> Self {
+        self.tract_generic = on;
+        self
+    }
+    /// Sets [`SandboxConfig::ort`].
+    pub fn ort(mut self, o: OrtConfig) -> Self {
+        self.ort = o;
         self
     }
     /// Sets [`SandboxConfig::pooling`].
@@ -155,6 +186,18 @@ pub enum SandboxError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The inference backend could not start (e.g. the ONNX Runtime library
+    /// is missing).
+    #[error("inference backend `{backend}`: {reason}")]
+    Backend {
+        /// Which backend.
+        backend: BackendKind,
+        /// Why, and how to fix it.
+        reason: String,
+    },
+    /// Recorded inference outputs given for a replay do not decode.
+    #[error("recorded inference outputs: {0}")]
+    Recorded(String),
     /// A replay asks for more than this host's policy allows.
     #[error("the requested {limit} limit ({requested}) exceeds this host's policy ({cap})")]
     PolicyForbids {
@@ -179,6 +222,8 @@ pub struct Sandbox {
     cache: cache::ModuleCache,
     base: wasmtime::Linker<host::StoreData>,
     ticker_stop: Arc<AtomicBool>,
+    nn: Arc<nn::NnShared>,
+    backend_info: tally_receipt::BackendInfo,
 }
 
 impl Sandbox {
@@ -208,6 +253,31 @@ impl Sandbox {
                 source,
             })?;
         let base = host::base_linker(&engine);
+        let fail = |reason: String| SandboxError::Backend {
+            backend: config.backend,
+            reason,
+        };
+        let backend: Arc<dyn tally_nn::Backend> = match config.backend {
+            BackendKind::Portable => Arc::new(
+                portable::PortableBackend::new(config.cache_dir.as_deref()).map_err(fail)?,
+            ),
+            BackendKind::Tract => Arc::new(
+                tally_nn::TractBackend::new(config.tract_generic).map_err(|e| fail(e.to_string()))?,
+            ),
+            BackendKind::OnnxRuntime => {
+                Arc::new(tally_nn::OrtBackend::new(&config.ort).map_err(|e| fail(e.to_string()))?)
+            }
+            other => return Err(fail(format!("`{other}` is not built into this host"))),
+        };
+        let backend_info = tally_receipt::BackendInfo {
+            kind: backend.kind().name().into(),
+            detail: backend.detail(),
+        };
+        let nn = Arc::new(nn::NnShared {
+            backend,
+            costs: tally_nn::CostModel::new(),
+            loaded: Default::default(),
+        });
         Ok(Sandbox {
             engine,
             config,
@@ -215,12 +285,19 @@ impl Sandbox {
             cache,
             base,
             ticker_stop,
+            nn,
+            backend_info,
         })
     }
 
     /// The engine description every claim from this sandbox carries.
     pub fn engine_info(&self) -> &tally_receipt::EngineInfo {
         &self.profile
+    }
+
+    /// The inference backend every claim from this sandbox records.
+    pub fn backend_info(&self) -> &tally_receipt::BackendInfo {
+        &self.backend_info
     }
 
     /// The configuration this sandbox was built with.

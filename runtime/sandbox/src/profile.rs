@@ -43,6 +43,17 @@ pub const VIRTUAL_WALL_CLOCK_NS: u64 = 946_684_800_000_000_000;
 /// The virtual monotonic clock every guest sees (it does not advance).
 pub const VIRTUAL_MONOTONIC_NS: u64 = 1_000_000_000;
 
+/// Most graphs a stage may load (`load_by_name` calls).
+pub const NN_MAX_GRAPHS: usize = 16;
+/// Most wasi-nn execution contexts a stage may create.
+pub const NN_MAX_CONTEXTS: usize = 64;
+/// Largest tensor a guest may pass to `set_input`: 256 MiB.
+pub const NN_MAX_TENSOR_BYTES: usize = 256 << 20;
+/// Largest tensor an inference may return: 256 MiB.
+pub const NN_MAX_OUTPUT_BYTES: usize = 256 << 20;
+/// Domain tag of the inference cost model (`tally_nn_tract` static cost).
+pub const NN_COST_TAG: &str = "tally.NnCost.v1:fma+div+output-elements";
+
 /// Domain tag of the profile digest.
 pub const PROFILE_TAG: &str = "tally.EngineProfile.v1";
 
@@ -106,7 +117,12 @@ pub fn engine_info(engine: &wasmtime::Engine, unmetered: bool) -> EngineInfo {
         .u64(VIRTUAL_MONOTONIC_NS)
         .str(crate::host::RANDOM_TAG)
         .str(crate::host::SEED_TAG)
-        .str(if unmetered { "fuel=off" } else { "fuel=on" });
+        .str(if unmetered { "fuel=off" } else { "fuel=on" })
+        .u64(NN_MAX_GRAPHS as u64)
+        .u64(NN_MAX_CONTEXTS as u64)
+        .u64(NN_MAX_TENSOR_BYTES as u64)
+        .u64(NN_MAX_OUTPUT_BYTES as u64)
+        .str(NN_COST_TAG);
     for knob in [
         "nan_canonicalization=on",
         "relaxed_simd=deterministic",

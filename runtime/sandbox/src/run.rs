@@ -1,11 +1,14 @@
 //! Running a package's pipeline and building its claim.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tally_digest::Digest;
-use tally_manifest::{ResolvedLimits, Stage};
+use tally_manifest::{ExecutionTarget, ResolvedLimits, Stage};
+use tally_nn::decode_tensors;
 use tally_package::Package;
-use tally_receipt::{Claim, Outcome, StageClaim, Transcript, FORMAT_VERSION};
+use tally_receipt::{Claim, InferenceCheck, Outcome, StageClaim, Transcript, FORMAT_VERSION};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
@@ -13,6 +16,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use crate::host::{
     self, Limiter, Recorder, SeededStream, StoreData, VirtualMonotonicClock, VirtualWallClock,
 };
+use crate::nn::{ComputeRecord, GraphSource, NnRun};
 use crate::{Sandbox, SandboxError, EPOCH_TICK};
 
 /// What to run a package on.
@@ -30,6 +34,11 @@ pub struct RunRequest<'a> {
     /// Exact limits to run under (a verifier replays with the claim's).
     /// Default: `None`, the manifest's limits capped by policy.
     pub limits: Option<ResolvedLimits>,
+    /// Inference outputs recorded by another host, one encoded tensor list
+    /// per successful `compute` in order (a cross-backend replay): each
+    /// compute is checked against them and the guest gets them. Default:
+    /// `None`, guests get this host's outputs.
+    pub recorded: Option<&'a [Vec<u8>]>,
 }
 
 impl<'a> RunRequest<'a> {
@@ -40,7 +49,13 @@ impl<'a> RunRequest<'a> {
             fuel: None,
             seed: None,
             limits: None,
+            recorded: None,
         }
+    }
+    /// Sets [`RunRequest::recorded`].
+    pub fn recorded(mut self, recorded: Option<&'a [Vec<u8>]>) -> Self {
+        self.recorded = recorded;
+        self
     }
     /// Sets [`RunRequest::fuel`].
     pub fn fuel(mut self, fuel: Option<u64>) -> Self {
@@ -73,6 +88,13 @@ pub struct RunResult {
     pub stderr: Vec<(String, Vec<u8>)>,
     /// How long the run took (not part of the claim).
     pub wall_time: Duration,
+    /// The outputs of every successful inference, in order; each one's
+    /// digest is in the transcript. A host stores them with the receipt so
+    /// a verifier on another backend can replay against them.
+    pub computes: Vec<ComputeRecord>,
+    /// In a replay with recorded outputs: how this host's recomputation
+    /// compares, per graph output.
+    pub inference: Vec<InferenceCheck>,
 }
 
 impl Sandbox {
@@ -110,18 +132,24 @@ impl Sandbox {
         Ok(l)
     }
 
-    /// Replays the run `claim` describes: same seed, same limits.
+    /// Replays the run `claim` describes: same seed, same limits. When the
+    /// claim's backend differs from this sandbox's, `recorded` (the
+    /// original host's inference outputs) makes it a cross-backend replay;
+    /// on the same backend they are not needed and not used.
     pub fn replay(
         &self,
         package: &Package,
         claim: &Claim,
         input: &[u8],
+        recorded: Option<&[Vec<u8>]>,
     ) -> Result<RunResult, SandboxError> {
+        let cross = claim.backend != self.backend_info;
         self.run(
             package,
             &RunRequest::new(input)
                 .seed(Some(claim.seed))
-                .limits(Some(claim.limits)),
+                .limits(Some(claim.limits))
+                .recorded(recorded.filter(|_| cross)),
         )
     }
 
@@ -139,6 +167,41 @@ impl Sandbox {
         let deadline = started + Duration::from_millis(limits.wall_time_ms);
         // Created on first use: most stages read no files.
         let mut views: Option<tempfile::TempDir> = None;
+        let recorded = match req.recorded {
+            None => None,
+            Some(r) => Some(
+                r.iter()
+                    .map(|b| decode_tensors(b, crate::profile::NN_MAX_OUTPUT_BYTES).map(Some))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| SandboxError::Recorded(e.to_string()))?,
+            ),
+        };
+        let graphs: BTreeMap<String, GraphSource> = manifest
+            .graphs
+            .iter()
+            .map(|(name, g)| {
+                let bytes = package
+                    .blob(&g.file.digest)
+                    .expect("a checked package has every graph");
+                let target = if self.config.gpu && g.targets.contains(&ExecutionTarget::Gpu) {
+                    ExecutionTarget::Gpu
+                } else {
+                    ExecutionTarget::Cpu
+                };
+                let src = GraphSource {
+                    digest: g.file.digest,
+                    bytes: Arc::from(bytes),
+                    target,
+                };
+                (name.clone(), src)
+            })
+            .collect();
+        let mut nn_run = Some(NnRun::new(
+            self.nn.clone(),
+            Arc::new(graphs),
+            Arc::new(manifest.clone()),
+            recorded,
+        ));
 
         let mut transcript = Transcript::new();
         let mut calls_left = limits.host_calls;
@@ -196,7 +259,10 @@ impl Sandbox {
                 &stderr,
                 &mut views,
             )?;
+            let mut nn = nn_run.take().expect("the run's wasi-nn state is between stages");
+            nn.start_stage(&stage.graphs);
             let mut data = StoreData {
+                nn,
                 wasi,
                 limiter: Limiter {
                     memory_bytes: limits.memory_bytes as usize,
@@ -282,6 +348,7 @@ impl Sandbox {
             );
             transcript = data.rec.transcript;
             calls_left = data.rec.calls_left;
+            nn_run = Some(data.nn);
 
             let out = stdout.contents();
             let err = stderr.contents();
@@ -319,10 +386,13 @@ impl Sandbox {
         }
 
         let output = if outcome.is_ok() { stdin } else { Vec::new() };
+        let nn = nn_run.expect("the run's wasi-nn state is back");
+        let replaying = nn.replaying();
         let claim = Claim {
             format_version: FORMAT_VERSION,
             tally_version: env!("CARGO_PKG_VERSION").into(),
             engine: self.profile.clone(),
+            backend: self.backend_info.clone(),
             package_id,
             input,
             output: Digest::of(&output),
@@ -341,6 +411,12 @@ impl Sandbox {
             output,
             stderr: stderrs,
             wall_time: started.elapsed(),
+            computes: nn.records,
+            inference: if replaying {
+                nn.checks.into_values().collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 

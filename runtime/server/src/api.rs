@@ -287,19 +287,19 @@ struct RunBody {
     input: String,
     fuel: Option<u64>,
     seed: Option<String>,
-    /// Inference backend; this host has none yet (wasi-nn is not linked).
+    /// Inference backend: must be the one this host serves, if given.
     backend: Option<String>,
 }
 
-/// Refuses a named inference backend: the sandbox runs plain WebAssembly
-/// only until wasi-nn backends are linked.
-fn check_backend(backend: &Option<String>) -> ApiResult<()> {
+/// Refuses an inference backend other than the one this host serves.
+fn check_backend(s: &AppState, backend: &Option<String>) -> ApiResult<()> {
+    let serves = &s.sandbox.backend_info().kind;
     match backend {
-        None => Ok(()),
-        Some(b) => Err(ApiError::bad_request(
+        Some(b) if b != serves => Err(ApiError::bad_request(
             "unsupported_backend",
-            format!("backend `{b}` is not available on this host: it runs plain WebAssembly stages only (no wasi-nn backends yet); leave `backend` out"),
+            format!("backend `{b}` is not available on this host, which serves `{serves}`; leave `backend` out or ask for `{serves}`"),
         )),
+        _ => Ok(()),
     }
 }
 
@@ -382,7 +382,7 @@ async fn submit_run(
 ) -> ApiResult<Response> {
     check_token(&s, &headers)?;
     let req: RunBody = json_body(body)?;
-    check_backend(&req.backend)?;
+    check_backend(&s, &req.backend)?;
     let package_id = parse_id("package", &req.package_id)?;
     let input = decode_input(&req.input)?;
     let seed = match &req.seed {
@@ -465,7 +465,8 @@ fn execute_run(
     };
     let receipt = Receipt::seal(result.claim.clone(), &s.key, metadata);
     s.store.put_blob(&result.output)?;
-    s.store.put_receipt(&receipt, &result.transcript)?;
+    let computes: Vec<&[u8]> = result.computes.iter().map(|c| c.encoded.as_slice()).collect();
+    s.store.put_receipt(&receipt, &result.transcript, &computes)?;
     let outcome = result.claim.outcome.clone();
     let kind = serde_json::to_value(&outcome)
         .ok()
@@ -474,7 +475,7 @@ fn execute_run(
         .runs
         .get_or_create(&RunLabels {
             outcome: kind.unwrap_or_default(),
-            backend: "none".into(),
+            backend: s.sandbox.backend_info().kind.clone(),
         })
         .inc();
     s.metrics.fuel.inc_by(result.claim.fuel_consumed);
@@ -547,13 +548,13 @@ struct VerifyBody {
     input: String,
     /// The receipt's transcript (JSON lines), if the host does not hold it.
     transcript: Option<String>,
-    /// Inference backend for the replay (none available yet).
+    /// Inference backend for the replay: must be the one this host serves.
     backend: Option<String>,
 }
 
 async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Verdict>> {
     let req: VerifyBody = json_body(body)?;
-    check_backend(&req.backend)?;
+    check_backend(&s, &req.backend)?;
     let unprocessable = |code, m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, m);
     let receipt = Receipt::from_json(&req.receipt.to_string())
         .map_err(|e| ApiError::bad_request("bad_receipt", e.to_string()))?;
@@ -590,23 +591,30 @@ async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResul
         .expect("the semaphore is never closed");
     let st = s.clone();
     let verdict = blocking(move || {
+        let original = match &req.transcript {
+            Some(text) => {
+                Transcript::from_jsonl(text, &claim.transcript_root).map_err(|e| e.to_string())
+            }
+            None => st
+                .store
+                .get_transcript(&claim.transcript_root)
+                .map_err(|e| e.to_string()),
+        };
+        // A replay on another backend needs the recorded inference outputs.
+        let recorded = match &original {
+            Ok(t) if claim.backend != *st.sandbox.backend_info() => st.store.get_computes(t).ok(),
+            _ => None,
+        };
         let replay = st
             .sandbox
-            .replay(&package, &claim, &input)
+            .replay(&package, &claim, &input, recorded.as_deref())
             .map_err(|e| unprocessable("replay_refused", e.to_string()))?;
         Ok(Verdict::new(
             &receipt,
             &replay.claim,
             &replay.transcript,
-            || match &req.transcript {
-                Some(text) => {
-                    Transcript::from_jsonl(text, &claim.transcript_root).map_err(|e| e.to_string())
-                }
-                None => st
-                    .store
-                    .get_transcript(&claim.transcript_root)
-                    .map_err(|e| e.to_string()),
-            },
+            replay.inference,
+            || original,
         ))
     })
     .await?;

@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// Largest JSON request (a run input is base64 inside it). Default: 64 MiB.
     pub max_request_bytes: usize,
+    /// The inference backend runs and verifications use. Default:
+    /// `portable`. The ONNX Runtime library comes from `$ORT_DYLIB_PATH`.
+    pub backend: tally_sandbox::BackendKind,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             token: None,
             max_upload_bytes: 256 << 20,
             max_request_bytes: 64 << 20,
+            backend: tally_sandbox::BackendKind::Portable,
         }
     }
 }
@@ -147,7 +151,8 @@ impl AppState {
         let sandbox = Sandbox::new(
             SandboxConfig::default()
                 .pooling(true)
-                .cache_dir(config.store.join("cache")),
+                .cache_dir(config.store.join("cache"))
+                .backend(config.backend),
         )?;
         Ok(Arc::new(AppState {
             workers: tokio::sync::Semaphore::new(config.workers.max(1)),

@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 pub struct RunLabels {
     /// `ok`, `exit`, `trap`, `limit_exceeded`, `rejected`, `aborted`.
     pub outcome: String,
-    /// The inference backend (`none` until wasi-nn lands).
+    /// The inference backend (`portable`, `tract` or `onnxruntime`).
     pub backend: String,
 }
 

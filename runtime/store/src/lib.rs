@@ -311,12 +311,18 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores a receipt and its transcript; idempotent. Returns the record.
+    /// Stores a receipt, its transcript and its inference outputs (each an
+    /// encoded tensor list, named by digest in the transcript); idempotent.
+    /// Returns the record.
     pub fn put_receipt(
         &self,
         receipt: &Receipt,
         transcript: &Transcript,
+        computes: &[&[u8]],
     ) -> Result<ReceiptRecord, StoreError> {
+        for c in computes {
+            self.put_blob(c)?;
+        }
         let record = ReceiptRecord {
             claim: receipt.seal.claim_digest,
             package_id: receipt.claim.package_id,
@@ -350,6 +356,16 @@ impl Store {
         let record: ReceiptRecord = serde_json::from_str(json.value()).map_err(index_err)?;
         let text = String::from_utf8(self.get_blob(&record.receipt)?).map_err(index_err)?;
         Receipt::from_json(&text).map_err(index_err)
+    }
+
+    /// The recorded inference outputs of a run, in compute order, from the
+    /// digests its transcript names.
+    pub fn get_computes(&self, transcript: &Transcript) -> Result<Vec<Vec<u8>>, StoreError> {
+        transcript
+            .compute_outputs()
+            .iter()
+            .map(|d| self.get_blob(d))
+            .collect()
     }
 
     /// The transcript whose root is `root`, checked against it.

@@ -12,6 +12,7 @@ pub struct Pkg {
     limits: String,
     modules: Vec<(String, Vec<u8>)>,
     files: Vec<(String, Vec<u8>)>,
+    graphs: Vec<(String, String, Vec<u8>, String)>,
     stages: Vec<String>,
 }
 
@@ -32,6 +33,7 @@ impl Pkg {
             limits: String::new(),
             modules: Vec::new(),
             files: Vec::new(),
+            graphs: Vec::new(),
             stages: Vec::new(),
         }
     }
@@ -58,6 +60,13 @@ impl Pkg {
     /// Adds a data file.
     pub fn file(mut self, path: &str, bytes: &[u8]) -> Self {
         self.files.push((path.into(), bytes.to_vec()));
+        self
+    }
+
+    /// Adds graph `name` from file `path` with `bytes`, and extra TOML lines
+    /// for its table (e.g. `tolerance = { abs = 1e-3 }`).
+    pub fn graph(mut self, name: &str, path: &str, bytes: Vec<u8>, extra: &str) -> Self {
+        self.graphs.push((name.into(), path.into(), bytes, extra.into()));
         self
     }
 
@@ -105,6 +114,13 @@ impl Pkg {
             ));
             blobs.insert(d, bytes.clone());
         }
+        for (name, path, bytes, extra) in &self.graphs {
+            let d = Digest::of(bytes);
+            text.push_str(&format!(
+                "[graphs.{name}]\npath = \"{path}\"\ndigest = \"{d}\"\n{extra}\n\n"
+            ));
+            blobs.insert(d, bytes.clone());
+        }
         for s in &self.stages {
             text.push_str(s);
         }
@@ -126,4 +142,20 @@ pub fn bundle_bytes(p: &Package) -> Vec<u8> {
     let mut v = Vec::new();
     p.write_bundle(&mut v).expect("writing to memory");
     v
+}
+
+/// The directory of fetched model assets: `$TALLY_ASSETS`, else `.assets/`
+/// at the checkout root (`scripts/fetch-assets.sh` fills it).
+pub fn assets_dir() -> std::path::PathBuf {
+    std::env::var_os("TALLY_ASSETS")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.assets"))
+}
+
+/// The bytes of asset `name`; panics with how to fetch it when missing.
+pub fn asset(name: &str) -> Vec<u8> {
+    let path = assets_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}; run scripts/fetch-assets.sh first", path.display())
+    })
 }

@@ -3,6 +3,7 @@
 
 mod adversarial;
 mod determinism;
+mod nn;
 mod pipeline;
 mod util;
 
@@ -18,6 +19,7 @@ macro_rules! assert_test_exists {
 mod guest_tests {
     pub use crate::adversarial::{chatter, escape, flood, membomb, recurse, sockets, spin, trap};
     pub use crate::determinism::entropy;
+    pub use crate::nn::{nn_abuse, vad_probs, vad_segments};
     pub use crate::pipeline::{cat_file, echo, exit, preprocess, tensor_stats, upper};
 }
 

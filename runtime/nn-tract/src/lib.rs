@@ -1,0 +1,568 @@
+//! ONNX graphs for Tally's inference backends, independent of any runtime.
+//!
+//! This crate is compiled twice: natively, for the host's `tract` backend
+//! and for the cost model every backend shares, and to `wasm32-wasip1`, as
+//! the engine inside the `portable` backend. Keeping both on one source
+//! means the portable backend computes exactly what native tract computes,
+//! only with wasm's deterministic float semantics.
+//!
+//! - [`Tensor`] and [`ElemType`]: a tensor as wasi-nn passes it (element
+//!   type, `u32` dimensions, little-endian bytes), checked on construction
+//!   ([`Tensor::new`]), with a stable byte encoding for lists of tensors
+//!   ([`encode_tensors`], [`decode_tensors`]).
+//! - [`check_onnx`]: the policy every graph passes at pack and load time:
+//!   standard operator domains only, a known opset, no external data, no
+//!   model-local functions.
+//! - [`Model`]: a parsed graph; [`Model::plan`] builds (and caches, up to a
+//!   bound) one [`Plan`] per set of input shapes, with its static
+//!   [`Plan::cost`]; [`Plan::run`] runs it.
+//!
+//! The cost of a plan is the sum, over the nodes of the *decluttered* typed
+//! model (before any CPU-specific optimisation), of the multiply-adds and
+//! divisions each operator reports plus the number of elements it outputs.
+//! It depends only on the graph and the input shapes, so every backend
+//! charges the same fuel for the same call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::scan::Scan;
+use tract_onnx::tract_core::ops::Cost;
+
+/// The highest `ai.onnx` opset a graph may import. ONNX Runtime 1.31
+/// implements opset 23; tract is tested up to 18 and loads later models
+/// whose operators it knows.
+pub const MAX_OPSET: i64 = 23;
+
+/// Errors from checking, planning or running a graph.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NnError {
+    /// The graph breaks the ONNX policy ([`check_onnx`]).
+    #[error("graph rejected: {0}")]
+    Rejected(String),
+    /// A tensor is malformed (type, shape and byte length disagree).
+    #[error("bad tensor: {0}")]
+    BadTensor(String),
+    /// The graph could not be parsed, typed or planned for these inputs.
+    #[error("cannot plan the graph: {0}")]
+    Plan(String),
+    /// Running the plan failed.
+    #[error("inference failed: {0}")]
+    Run(String),
+    /// More distinct input shapes than the plan cache allows.
+    #[error("the graph was already planned for {0} distinct input shapes, the most allowed")]
+    TooManyPlans(usize),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = NnError> = std::result::Result<T, E>;
+
+/// Element types, numbered as wasi-nn's `tensor_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ElemType {
+    /// IEEE half precision.
+    F16 = 0,
+    /// IEEE single precision.
+    F32 = 1,
+    /// IEEE double precision.
+    F64 = 2,
+    /// Unsigned byte.
+    U8 = 3,
+    /// 32-bit signed integer.
+    I32 = 4,
+    /// 64-bit signed integer.
+    I64 = 5,
+}
+
+impl ElemType {
+    /// From wasi-nn's `tensor_type` code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::F16,
+            1 => Self::F32,
+            2 => Self::F64,
+            3 => Self::U8,
+            4 => Self::I32,
+            5 => Self::I64,
+            _ => return None,
+        })
+    }
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::U8 => 1,
+            Self::F16 => 2,
+            Self::F32 | Self::I32 => 4,
+            Self::F64 | Self::I64 => 8,
+        }
+    }
+    /// Lower-case name (`f32`, `i64`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F16 => "f16",
+            Self::F32 => "f32",
+            Self::F64 => "f64",
+            Self::U8 => "u8",
+            Self::I32 => "i32",
+            Self::I64 => "i64",
+        }
+    }
+    fn datum(self) -> DatumType {
+        match self {
+            Self::F16 => DatumType::F16,
+            Self::F32 => DatumType::F32,
+            Self::F64 => DatumType::F64,
+            Self::U8 => DatumType::U8,
+            Self::I32 => DatumType::I32,
+            Self::I64 => DatumType::I64,
+        }
+    }
+    fn from_datum(dt: DatumType) -> Option<Self> {
+        Some(match dt {
+            DatumType::F16 => Self::F16,
+            DatumType::F32 => Self::F32,
+            DatumType::F64 => Self::F64,
+            DatumType::U8 => Self::U8,
+            DatumType::I32 => Self::I32,
+            DatumType::I64 => Self::I64,
+            _ => return None,
+        })
+    }
+}
+
+/// A dense tensor: element type, dimensions, little-endian data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tensor {
+    ty: ElemType,
+    dims: Vec<u32>,
+    data: Vec<u8>,
+}
+
+impl Tensor {
+    /// A tensor whose `data` holds exactly product(`dims`) × element size
+    /// bytes (checked arithmetic), and at most `max_bytes`.
+    pub fn new(ty: ElemType, dims: Vec<u32>, data: Vec<u8>, max_bytes: usize) -> Result<Self> {
+        let want = byte_len(ty, &dims).filter(|&n| n <= max_bytes).ok_or_else(|| {
+            NnError::BadTensor(format!(
+                "{} {dims:?} is larger than the cap of {max_bytes} bytes",
+                ty.name()
+            ))
+        })?;
+        if data.len() != want {
+            return Err(NnError::BadTensor(format!(
+                "{} {dims:?} needs {want} bytes, got {}",
+                ty.name(),
+                data.len()
+            )));
+        }
+        Ok(Tensor { ty, dims, data })
+    }
+    /// The element type.
+    pub fn ty(&self) -> ElemType {
+        self.ty
+    }
+    /// The dimensions.
+    pub fn dims(&self) -> &[u32] {
+        &self.dims
+    }
+    /// The raw little-endian data.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+    /// Consumes the tensor, returning its data.
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len() / self.ty.size()
+    }
+    /// True when the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// The elements widened to `f64` (f16 included), for comparisons.
+    pub fn to_f64(&self) -> Vec<f64> {
+        let d = &self.data;
+        match self.ty {
+            ElemType::U8 => d.iter().map(|&b| b as f64).collect(),
+            ElemType::F16 => d
+                .chunks_exact(2)
+                .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())
+                .collect(),
+            ElemType::F32 => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            ElemType::I32 => d
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            ElemType::F64 => d
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            ElemType::I64 => d
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+        }
+    }
+
+    fn to_tract(&self) -> Result<TValue> {
+        let shape: Vec<usize> = self.dims.iter().map(|&d| d as usize).collect();
+        // SAFETY: `Tensor::new` checked that data holds exactly
+        // product(dims) elements of `ty`, and every bit pattern is a valid
+        // value of these plain numeric types.
+        let t = unsafe { tract_onnx::prelude::Tensor::from_raw_dt(self.ty.datum(), &shape, &self.data) }
+            .map_err(|e| NnError::BadTensor(format!("{e:#}")))?;
+        Ok(t.into_tvalue())
+    }
+
+    fn from_tract(t: &tract_onnx::prelude::Tensor, max_bytes: usize) -> Result<Self> {
+        let ty = ElemType::from_datum(t.datum_type()).ok_or_else(|| {
+            NnError::Run(format!(
+                "the graph produced a {:?} tensor, which wasi-nn cannot carry",
+                t.datum_type()
+            ))
+        })?;
+        let dims = t
+            .shape()
+            .iter()
+            .map(|&d| u32::try_from(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| NnError::Run("an output dimension exceeds u32".into()))?;
+        Tensor::new(ty, dims, t.as_bytes().to_vec(), max_bytes)
+    }
+}
+
+/// product(`dims`) × element size, or `None` on overflow.
+pub fn byte_len(ty: ElemType, dims: &[u32]) -> Option<usize> {
+    dims.iter()
+        .try_fold(ty.size(), |acc, &d| acc.checked_mul(d as usize))
+}
+
+/// Encodes tensors as: count (u32 LE), then per tensor its type code (u8),
+/// rank (u32), dimensions (u32 each), byte length (u64) and bytes. Stable:
+/// stored output tensors and the portable backend's ABI use it.
+pub fn encode_tensors(tensors: &[Tensor]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(tensors.len() as u32).to_le_bytes());
+    for t in tensors {
+        out.push(t.ty as u8);
+        out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for d in &t.dims {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&(t.data.len() as u64).to_le_bytes());
+        out.extend_from_slice(&t.data);
+    }
+    out
+}
+
+/// Decodes [`encode_tensors`]' format, checking every tensor against
+/// `max_bytes` and rejecting trailing bytes.
+pub fn decode_tensors(mut bytes: &[u8], max_bytes: usize) -> Result<Vec<Tensor>> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+        if b.len() < n {
+            return Err(NnError::BadTensor("truncated tensor list".into()));
+        }
+        let (head, tail) = b.split_at(n);
+        *b = tail;
+        Ok(head)
+    }
+    let u32_of = |b: &mut &[u8]| -> Result<u32> { Ok(u32::from_le_bytes(take(b, 4)?.try_into().unwrap())) };
+    let count = u32_of(&mut bytes)?;
+    let mut tensors = Vec::new();
+    for _ in 0..count {
+        let code = take(&mut bytes, 1)?[0];
+        let ty = ElemType::from_code(code)
+            .ok_or_else(|| NnError::BadTensor(format!("unknown tensor type code {code}")))?;
+        let rank = u32_of(&mut bytes)?;
+        if rank > 16 {
+            return Err(NnError::BadTensor(format!("rank {rank} exceeds 16")));
+        }
+        let dims = (0..rank).map(|_| u32_of(&mut bytes)).collect::<Result<Vec<_>>>()?;
+        let len = u64::from_le_bytes(take(&mut bytes, 8)?.try_into().unwrap());
+        let len = usize::try_from(len).map_err(|_| NnError::BadTensor("length overflows".into()))?;
+        let data = take(&mut bytes, len)?.to_vec();
+        tensors.push(Tensor::new(ty, dims, data, max_bytes)?);
+    }
+    if !bytes.is_empty() {
+        return Err(NnError::BadTensor(format!("{} trailing bytes after the tensor list", bytes.len())));
+    }
+    Ok(tensors)
+}
+
+/// What [`check_onnx`] learned about an accepted graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnnxSummary {
+    /// The `ai.onnx` opset the graph imports.
+    pub opset: i64,
+    /// Number of graph inputs that are not initializers.
+    pub inputs: usize,
+    /// Number of graph outputs.
+    pub outputs: usize,
+}
+
+/// Checks an ONNX graph against Tally's policy: it parses; it imports only
+/// the standard `ai.onnx` domain at opset 1..=[`MAX_OPSET`]; every node,
+/// in every subgraph, uses that domain; no tensor refers to external data;
+/// there are no model-local functions or training info.
+pub fn check_onnx(bytes: &[u8]) -> Result<OnnxSummary> {
+    use tract_onnx::prelude::tract_itertools::Itertools as _;
+    let proto = decode_proto(bytes)?;
+    let reject = |m: String| Err(NnError::Rejected(m));
+    let mut opset = None;
+    for import in &proto.opset_import {
+        if import.domain.is_empty() || import.domain == "ai.onnx" {
+            opset = Some(import.version);
+        } else {
+            return reject(format!(
+                "imports the custom operator domain `{}`; only the standard `ai.onnx` domain is allowed",
+                import.domain
+            ));
+        }
+    }
+    let opset = match opset {
+        Some(v) if (1..=MAX_OPSET).contains(&v) => v,
+        Some(v) => return reject(format!("imports ai.onnx opset {v}; supported: 1 to {MAX_OPSET}")),
+        None => return reject("imports no ai.onnx opset".into()),
+    };
+    if !proto.functions.is_empty() {
+        return reject(format!(
+            "defines model-local functions ({}); they are not supported",
+            proto.functions.iter().map(|f| f.name.as_deref().unwrap_or("?")).join(", ")
+        ));
+    }
+    if !proto.training_info.is_empty() {
+        return reject("carries training info; export an inference-only graph".into());
+    }
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| NnError::Rejected("the model holds no graph".into()))?;
+    check_graph(graph)?;
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    Ok(OnnxSummary {
+        opset,
+        inputs: graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).count(),
+        outputs: graph.output.len(),
+    })
+}
+
+fn decode_proto(bytes: &[u8]) -> Result<pb::ModelProto> {
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut &*bytes)
+        .map_err(|e| NnError::Rejected(format!("not an ONNX model: {e:#}")))
+}
+
+fn check_tensor(t: &pb::TensorProto, at: &str) -> Result<()> {
+    if t.data_location == Some(1) || !t.external_data.is_empty() {
+        return Err(NnError::Rejected(format!(
+            "tensor `{}` in {at} refers to external data; embed every weight in the .onnx file",
+            t.name
+        )));
+    }
+    Ok(())
+}
+
+fn check_graph(g: &pb::GraphProto) -> Result<()> {
+    let at = format!("graph `{}`", g.name);
+    for t in &g.initializer {
+        check_tensor(t, &at)?;
+    }
+    if !g.sparse_initializer.is_empty() {
+        return Err(NnError::Rejected(format!("{at} has sparse initializers, which are not supported")));
+    }
+    for node in &g.node {
+        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+            return Err(NnError::Rejected(format!(
+                "node `{}` ({}) in {at} uses the custom domain `{}`",
+                node.name, node.op_type, node.domain
+            )));
+        }
+        for a in &node.attribute {
+            if let Some(t) = &a.t {
+                check_tensor(t, &at)?;
+            }
+            for t in &a.tensors {
+                check_tensor(t, &at)?;
+            }
+            if let Some(sub) = &a.g {
+                check_graph(sub)?;
+            }
+            for sub in &a.graphs {
+                check_graph(sub)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The element types and dimensions of a call's inputs: one plan each.
+pub type Signature = Vec<(ElemType, Vec<u32>)>;
+
+/// A checked, parsed ONNX graph, with its plans.
+pub struct Model {
+    model: InferenceModel,
+    plans: HashMap<Signature, Arc<Plan>>,
+    max_plans: usize,
+}
+
+impl Model {
+    /// Checks ([`check_onnx`]) and parses `bytes`. At most `max_plans`
+    /// distinct input signatures will be planned.
+    pub fn load(bytes: &[u8], max_plans: usize) -> Result<Self> {
+        check_onnx(bytes)?;
+        let proto = decode_proto(bytes)?;
+        let model = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .map_err(|e| NnError::Plan(format!("{e:#}")))?;
+        Ok(Model {
+            model,
+            plans: HashMap::new(),
+            max_plans,
+        })
+    }
+
+    /// Number of inputs the graph takes.
+    pub fn input_count(&self) -> usize {
+        self.model.inputs.len()
+    }
+
+    /// Number of outputs the graph produces.
+    pub fn output_count(&self) -> usize {
+        self.model.outputs.len()
+    }
+
+    /// The static cost of a call with inputs of this signature, without
+    /// building an optimised plan (see [`Plan::cost`]).
+    pub fn cost(&mut self, sig: &Signature) -> Result<u64> {
+        if let Some(p) = self.plans.get(sig) {
+            return Ok(p.cost);
+        }
+        let (_, cost) = Plan::declutter(self.model.clone(), sig)?;
+        Ok(cost)
+    }
+
+    /// The plan for inputs of this signature, built on first use.
+    pub fn plan(&mut self, sig: &Signature) -> Result<Arc<Plan>> {
+        if let Some(p) = self.plans.get(sig) {
+            return Ok(p.clone());
+        }
+        if self.plans.len() >= self.max_plans {
+            return Err(NnError::TooManyPlans(self.max_plans));
+        }
+        let plan = Arc::new(Plan::build(self.model.clone(), sig)?);
+        self.plans.insert(sig.clone(), plan.clone());
+        Ok(plan)
+    }
+}
+
+/// A graph typed and optimised for one input signature.
+pub struct Plan {
+    cost: u64,
+    runnable: Arc<TypedRunnableModel>,
+}
+
+impl Plan {
+    fn build(model: InferenceModel, sig: &Signature) -> Result<Self> {
+        let (decluttered, cost) = Self::declutter(model, sig)?;
+        let runnable = decluttered
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| NnError::Plan(format!("{e:#}")))?;
+        Ok(Plan { cost, runnable })
+    }
+
+    fn declutter(mut model: InferenceModel, sig: &Signature) -> Result<(TypedModel, u64)> {
+        let err = |e: TractError| NnError::Plan(format!("{e:#}"));
+        if sig.len() != model.inputs.len() {
+            return Err(NnError::Plan(format!(
+                "the graph takes {} inputs, {} were set",
+                model.inputs.len(),
+                sig.len()
+            )));
+        }
+        for (i, (ty, dims)) in sig.iter().enumerate() {
+            let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+            model
+                .set_input_fact(i, InferenceFact::dt_shape(ty.datum(), shape))
+                .map_err(err)?;
+        }
+        let mut typed = model.into_typed().map_err(err)?;
+        // Recurrent graphs: never let state from one call leak into the next.
+        for node in typed.nodes_mut() {
+            if let Some(scan) = node.op_as_mut::<Scan>() {
+                scan.reset_every_turn = true;
+            }
+        }
+        let decluttered = typed.into_decluttered().map_err(err)?;
+        let cost = static_cost(&decluttered).map_err(err)?;
+        Ok((decluttered, cost))
+    }
+
+    /// The static cost of one call: multiply-adds, divisions and output
+    /// elements of the decluttered graph.
+    pub fn cost(&self) -> u64 {
+        self.cost
+    }
+
+    /// Runs the plan. Each output must fit in `max_output_bytes`.
+    pub fn run(&self, inputs: &[Tensor], max_output_bytes: usize) -> Result<Vec<Tensor>> {
+        let values = inputs.iter().map(Tensor::to_tract).collect::<Result<TVec<_>>>()?;
+        let outputs = self
+            .runnable
+            .run(values)
+            .map_err(|e| NnError::Run(format!("{e:#}")))?;
+        outputs
+            .iter()
+            .map(|t| Tensor::from_tract(t, max_output_bytes))
+            .collect()
+    }
+}
+
+fn static_cost(model: &TypedModel) -> TractResult<u64> {
+    let mut total: u64 = 0;
+    for node in model.nodes() {
+        let inputs = model.node_input_facts(node.id)?;
+        for (kind, count) in node.op.cost(&inputs)? {
+            if matches!(kind, Cost::FMA(_) | Cost::Div(_)) {
+                total = total.saturating_add(count.to_i64()?.max(0) as u64);
+            }
+        }
+        for out in &node.outputs {
+            let n = out.fact.shape.volume().to_i64()?.max(0) as u64;
+            total = total.saturating_add(n);
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensors_round_trip_and_reject_lies() {
+        let a = Tensor::new(ElemType::F32, vec![2, 2], vec![0; 16], 1 << 20).unwrap();
+        let b = Tensor::new(ElemType::I64, vec![1], 7i64.to_le_bytes().to_vec(), 1 << 20).unwrap();
+        let enc = encode_tensors(&[a.clone(), b.clone()]);
+        assert_eq!(decode_tensors(&enc, 1 << 20).unwrap(), vec![a, b]);
+        assert!(decode_tensors(&enc[..enc.len() - 1], 1 << 20).is_err());
+        assert!(Tensor::new(ElemType::F32, vec![2, 2], vec![0; 15], 1 << 20).is_err());
+        assert!(Tensor::new(ElemType::F32, vec![u32::MAX, u32::MAX, u32::MAX], vec![], usize::MAX).is_err());
+        assert!(Tensor::new(ElemType::F32, vec![1024], vec![0; 4096], 4095).is_err());
+    }
+
+    #[test]
+    fn garbage_is_not_onnx() {
+        assert!(matches!(check_onnx(b"not a model"), Err(NnError::Rejected(_))));
+    }
+}

@@ -1,0 +1,67 @@
+//! Native tract.
+
+use std::sync::{Arc, Mutex};
+
+use tally_manifest::ExecutionTarget;
+use tally_nn_tract::{Model, NnError, Tensor};
+use tract_onnx::tract_core::{knobs, tract_linalg};
+
+use crate::{Backend, BackendKind, LoadedGraph};
+
+/// Distinct input signatures planned per loaded graph.
+pub(crate) const MAX_PLANS: usize = 8;
+
+/// Native tract. tract picks kernels for the CPU (AVX2, AVX-512, NEON…), so
+/// its bits differ between CPUs; [`TractBackend::new`] with `generic` forces
+/// the portable scalar kernels, the same on every x86-64 host.
+pub struct TractBackend {
+    isa: String,
+}
+
+impl TractBackend {
+    /// A native tract backend. `generic` forces generic kernels. tract
+    /// probes the CPU once per process, so the first backend built decides;
+    /// asking for the other setting later is an error.
+    pub fn new(generic: bool) -> Result<Self, NnError> {
+        if generic && !knobs::set_str("TRACT_CPU_ISA", &format!("-{}", std::env::consts::ARCH)) {
+            return Err(NnError::Plan("tract has no TRACT_CPU_ISA knob".into()));
+        }
+        let isa = format!("{:?}", tract_linalg::isa::native());
+        let is_generic = isa == "-";
+        if generic != is_generic {
+            return Err(NnError::Plan(format!(
+                "tract already chose its kernels in this process ({isa}); run generic and native tract in separate processes"
+            )));
+        }
+        Ok(TractBackend { isa })
+    }
+}
+
+impl Backend for TractBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Tract
+    }
+    fn detail(&self) -> String {
+        format!("tract-onnx 0.23.9 {} isa={}", std::env::consts::ARCH, self.isa)
+    }
+    fn load(&self, bytes: &[u8], target: ExecutionTarget) -> Result<Arc<dyn LoadedGraph>, NnError> {
+        if target != ExecutionTarget::Cpu {
+            return Err(NnError::Plan(format!("tract runs on the CPU only, not {target:?}")));
+        }
+        Ok(Arc::new(TractGraph(Mutex::new(Model::load(bytes, MAX_PLANS)?))))
+    }
+}
+
+struct TractGraph(Mutex<Model>);
+
+impl LoadedGraph for TractGraph {
+    fn run(&self, inputs: &[Tensor], max_output_bytes: usize) -> Result<Vec<Tensor>, NnError> {
+        let sig = inputs.iter().map(|t| (t.ty(), t.dims().to_vec())).collect();
+        let plan = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plan(&sig)?;
+        plan.run(inputs, max_output_bytes)
+    }
+}

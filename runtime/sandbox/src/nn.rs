@@ -1,0 +1,490 @@
+//! wasi-nn (`wasi_ephemeral_nn`, the preview-1 witx ABI of the `wasi-nn`
+//! 0.6 crate) for guests, implemented here rather than with
+//! `wasmtime-wasi-nn`'s witx glue: that glue panics on a guest pointer out
+//! of bounds (`unimplemented!("guest error conversion")`), which would let
+//! any guest kill the host, and it has no place for fuel or a transcript.
+//!
+//! Every call is validated at this boundary (handles, pointers, tensor
+//! type, dimensions, `data.len() == product(dims) × element size` with
+//! checked arithmetic, byte caps, live graph and context caps), charged
+//! fuel, and appended to the transcript with digests of the tensors.
+//! `compute` costs the static cost of the graph for the input shapes
+//! ([`tally_nn::CostModel`]), the same whatever backend runs; a call the
+//! guest cannot pay for is refused before it runs and ends the stage with
+//! the `fuel` limit. A backend's error or panic becomes the guest-visible
+//! errno `runtime_error` (logged on the host), never a dead host.
+//!
+//! In a cross-backend replay the run carries the outputs the original host
+//! recorded: each `compute` still runs on this host's backend, is compared
+//! with the recording under the manifest's tolerance, and the guest is
+//! handed the *recorded* outputs, so every guest stage must then replay
+//! bit-exactly.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use tally_digest::Digest;
+use tally_manifest::{ExecutionTarget, Manifest};
+use tally_nn::{
+    byte_len, compare, encode_tensors, Backend, CostModel, ElemType, LoadedGraph, NnError, Tensor,
+};
+use tally_receipt::InferenceCheck;
+use wasmtime::{Caller, Linker};
+
+use crate::host::{LimitReached, StoreData};
+use crate::profile::{NN_MAX_CONTEXTS, NN_MAX_GRAPHS, NN_MAX_OUTPUT_BYTES, NN_MAX_TENSOR_BYTES};
+
+/// The wasi-nn import module.
+pub(crate) const NN_MODULE: &str = "wasi_ephemeral_nn";
+
+// wasi-nn `nn_errno` values.
+const SUCCESS: i32 = 0;
+const INVALID_ARGUMENT: i32 = 1;
+const INVALID_ENCODING: i32 = 2;
+const MISSING_MEMORY: i32 = 3;
+const BUSY: i32 = 4;
+const RUNTIME_ERROR: i32 = 5;
+const TOO_LARGE: i32 = 7;
+const NOT_FOUND: i32 = 8;
+
+/// A graph of the package, as a run may load it.
+pub(crate) struct GraphSource {
+    pub(crate) digest: Digest,
+    pub(crate) bytes: Arc<[u8]>,
+    pub(crate) target: ExecutionTarget,
+}
+
+/// What the sandbox shares with every run: the backend, loaded graphs and
+/// the cost model.
+pub(crate) struct NnShared {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) costs: CostModel,
+    pub(crate) loaded: std::sync::Mutex<BTreeMap<Digest, Arc<dyn LoadedGraph>>>,
+}
+
+impl NnShared {
+    fn load(&self, src: &GraphSource) -> Result<Arc<dyn LoadedGraph>, NnError> {
+        if let Some(g) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&src.digest) {
+            return Ok(g.clone());
+        }
+        let g = guard(|| self.backend.load(&src.bytes, src.target))?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(src.digest, g.clone());
+        Ok(g)
+    }
+}
+
+/// Runs backend code, turning a panic into an error.
+fn guard<T>(f: impl FnOnce() -> Result<T, NnError>) -> Result<T, NnError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(NnError::Run(format!("the backend panicked: {msg}")))
+    })
+}
+
+struct LiveGraph {
+    name: String,
+    digest: Digest,
+    graph: Arc<dyn LoadedGraph>,
+}
+
+struct Context {
+    graph: usize,
+    inputs: Vec<Option<Tensor>>,
+    outputs: Option<Vec<Tensor>>,
+}
+
+/// One successful `compute`: the outputs handed to the guest.
+#[derive(Debug, Clone)]
+pub struct ComputeRecord {
+    /// The graph's name in the manifest.
+    pub graph: String,
+    /// The outputs, encoded with [`tally_nn::encode_tensors`].
+    pub encoded: Vec<u8>,
+    /// The digest of `encoded`, as the transcript records it.
+    pub digest: Digest,
+}
+
+/// wasi-nn state of one run (graphs and contexts are per stage).
+pub(crate) struct NnRun {
+    shared: Arc<NnShared>,
+    graphs: Arc<BTreeMap<String, GraphSource>>,
+    tolerances: Arc<Manifest>,
+    granted: Vec<String>,
+    live: Vec<LiveGraph>,
+    contexts: Vec<Context>,
+    /// Every successful compute, in order.
+    pub(crate) records: Vec<ComputeRecord>,
+    /// Recorded outputs to replay against (cross-backend verification).
+    recorded: Option<Vec<Option<Vec<Tensor>>>>,
+    computes: usize,
+    /// Per (graph, output): the comparison so far.
+    pub(crate) checks: BTreeMap<(String, u32), InferenceCheck>,
+}
+
+impl NnRun {
+    pub(crate) fn new(
+        shared: Arc<NnShared>,
+        graphs: Arc<BTreeMap<String, GraphSource>>,
+        manifest: Arc<Manifest>,
+        recorded: Option<Vec<Option<Vec<Tensor>>>>,
+    ) -> Self {
+        NnRun {
+            shared,
+            graphs,
+            tolerances: manifest,
+            granted: Vec::new(),
+            live: Vec::new(),
+            contexts: Vec::new(),
+            records: Vec::new(),
+            recorded,
+            computes: 0,
+            checks: BTreeMap::new(),
+        }
+    }
+
+    /// Starts a stage: its grants, no live graphs or contexts.
+    pub(crate) fn start_stage(&mut self, granted: &[String]) {
+        self.granted = granted.to_vec();
+        self.live.clear();
+        self.contexts.clear();
+    }
+
+    /// Whether this run replays recorded outputs.
+    pub(crate) fn replaying(&self) -> bool {
+        self.recorded.is_some()
+    }
+}
+
+/// Adds the wasi-nn functions to `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
+    linker.func_wrap(NN_MODULE, "load", load)?;
+    linker.func_wrap(NN_MODULE, "load_by_name", load_by_name)?;
+    linker.func_wrap(NN_MODULE, "init_execution_context", init_execution_context)?;
+    linker.func_wrap(NN_MODULE, "set_input", set_input)?;
+    linker.func_wrap(NN_MODULE, "compute", compute)?;
+    linker.func_wrap(NN_MODULE, "get_output", get_output)?;
+    Ok(())
+}
+
+fn memory(caller: &mut Caller<'_, StoreData>) -> Option<wasmtime::Memory> {
+    caller.get_export("memory").and_then(|e| e.into_memory())
+}
+
+fn read(caller: &mut Caller<'_, StoreData>, ptr: u32, len: u32) -> Result<Vec<u8>, i32> {
+    let mem = memory(caller).ok_or(MISSING_MEMORY)?;
+    let start = ptr as usize;
+    mem.data(&*caller)
+        .get(start..start.checked_add(len as usize).ok_or(INVALID_ARGUMENT)?)
+        .map(<[u8]>::to_vec)
+        .ok_or(INVALID_ARGUMENT)
+}
+
+fn write(caller: &mut Caller<'_, StoreData>, ptr: u32, bytes: &[u8]) -> Result<(), i32> {
+    let mem = memory(caller).ok_or(MISSING_MEMORY)?;
+    let start = ptr as usize;
+    let end = start.checked_add(bytes.len()).ok_or(INVALID_ARGUMENT)?;
+    mem.data_mut(&mut *caller)
+        .get_mut(start..end)
+        .ok_or(INVALID_ARGUMENT)?
+        .copy_from_slice(bytes);
+    Ok(())
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Records a call and logs a failure.
+fn finish(
+    caller: &mut Caller<'_, StoreData>,
+    func: &str,
+    params: Vec<i64>,
+    result: Result<(Vec<i64>, Option<Digest>, Option<String>), (i32, String)>,
+) -> i32 {
+    let (errno, results, data, detail) = match result {
+        Ok((mut extra, data, detail)) => {
+            let mut r = vec![SUCCESS as i64];
+            r.append(&mut extra);
+            (SUCCESS, r, data, detail)
+        }
+        Err((errno, why)) => {
+            tracing::warn!(stage = caller.data().rec.stage, "wasi-nn {func}: {why}");
+            (errno, vec![errno as i64], None, Some(why))
+        }
+    };
+    caller
+        .data_mut()
+        .rec
+        .push(&format!("{NN_MODULE}.{func}"), params, results, data, detail);
+    errno
+}
+
+fn load(
+    mut caller: Caller<'_, StoreData>,
+    _builders: i32,
+    _count: i32,
+    encoding: i32,
+    target: i32,
+    _out: i32,
+) -> i32 {
+    finish(
+        &mut caller,
+        "load",
+        vec![encoding as i64, target as i64],
+        Err((
+            INVALID_ENCODING,
+            "loading guest-supplied graph bytes is refused; declare the graph in the manifest and open it with load_by_name".into(),
+        )),
+    )
+}
+
+fn load_by_name(mut caller: Caller<'_, StoreData>, name_ptr: i32, name_len: i32, out: i32) -> i32 {
+    let params = vec![name_len as i64];
+    let result = (|| {
+        let raw = read(&mut caller, name_ptr as u32, name_len as u32)
+            .map_err(|e| (e, "the name is out of bounds".to_string()))?;
+        let name = String::from_utf8(raw).map_err(|_| (INVALID_ARGUMENT, "the name is not UTF-8".to_string()))?;
+        let nn = &caller.data().nn;
+        if !nn.granted.contains(&name) {
+            return Err((
+                NOT_FOUND,
+                format!("no graph `{name}` is granted to this stage (add it to the stage's `graphs` in tally.toml)"),
+            ));
+        }
+        if nn.live.len() >= NN_MAX_GRAPHS {
+            return Err((BUSY, format!("a stage may load at most {NN_MAX_GRAPHS} graphs")));
+        }
+        let src = &nn.graphs[&name];
+        let digest = src.digest;
+        let graph = nn
+            .shared
+            .load(src)
+            .map_err(|e| (RUNTIME_ERROR, format!("loading graph `{name}`: {e}")))?;
+        let nn = &mut caller.data_mut().nn;
+        nn.live.push(LiveGraph { name: name.clone(), digest, graph });
+        let handle = (nn.live.len() - 1) as u32;
+        write(&mut caller, out as u32, &handle.to_le_bytes())
+            .map_err(|e| (e, "the graph handle pointer is out of bounds".to_string()))?;
+        Ok((vec![handle as i64], Some(digest), Some(name)))
+    })();
+    finish(&mut caller, "load_by_name", params, result)
+}
+
+fn init_execution_context(mut caller: Caller<'_, StoreData>, graph: i32, out: i32) -> i32 {
+    let params = vec![graph as i64];
+    let result = (|| {
+        let nn = &mut caller.data_mut().nn;
+        if graph as u32 as usize >= nn.live.len() {
+            return Err((INVALID_ARGUMENT, format!("no graph with handle {graph}")));
+        }
+        if nn.contexts.len() >= NN_MAX_CONTEXTS {
+            return Err((BUSY, format!("a stage may create at most {NN_MAX_CONTEXTS} execution contexts")));
+        }
+        nn.contexts.push(Context {
+            graph: graph as usize,
+            inputs: Vec::new(),
+            outputs: None,
+        });
+        let handle = (nn.contexts.len() - 1) as u32;
+        write(&mut caller, out as u32, &handle.to_le_bytes())
+            .map_err(|e| (e, "the context handle pointer is out of bounds".to_string()))?;
+        Ok((vec![handle as i64], None, None))
+    })();
+    finish(&mut caller, "init_execution_context", params, result)
+}
+
+fn describe(t: &Tensor) -> String {
+    format!("{}{:?}", t.ty().name(), t.dims())
+}
+
+fn set_input(mut caller: Caller<'_, StoreData>, ctx: i32, index: i32, tensor: i32) -> i32 {
+    let params = vec![ctx as i64, index as i64];
+    let result = (|| {
+        let oob = |e| (e, "the tensor descriptor is out of bounds".to_string());
+        let desc = read(&mut caller, tensor as u32, 20).map_err(oob)?;
+        let (dims_ptr, rank, code, data_ptr, data_len) =
+            (u32_at(&desc, 0), u32_at(&desc, 4), desc[8], u32_at(&desc, 12), u32_at(&desc, 16));
+        let ty = ElemType::from_code(code)
+            .ok_or_else(|| (INVALID_ARGUMENT, format!("unknown tensor type {code}")))?;
+        if rank > 16 {
+            return Err((INVALID_ARGUMENT, format!("rank {rank} exceeds 16")));
+        }
+        let dims: Vec<u32> = read(&mut caller, dims_ptr, rank * 4)
+            .map_err(|e| (e, "the dimensions are out of bounds".to_string()))?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        match byte_len(ty, &dims) {
+            Some(n) if n <= NN_MAX_TENSOR_BYTES => {}
+            _ => {
+                return Err((
+                    TOO_LARGE,
+                    format!("{}{dims:?} exceeds the tensor cap of {NN_MAX_TENSOR_BYTES} bytes", ty.name()),
+                ))
+            }
+        }
+        let data = read(&mut caller, data_ptr, data_len)
+            .map_err(|e| (e, "the tensor data is out of bounds".to_string()))?;
+        let t = Tensor::new(ty, dims, data, NN_MAX_TENSOR_BYTES)
+            .map_err(|e| (INVALID_ARGUMENT, e.to_string()))?;
+        let digest = Digest::of(&encode_tensors(std::slice::from_ref(&t)));
+        let detail = describe(&t);
+        let nn = &mut caller.data_mut().nn;
+        let c = nn
+            .contexts
+            .get_mut(ctx as u32 as usize)
+            .ok_or_else(|| (INVALID_ARGUMENT, format!("no execution context {ctx}")))?;
+        let i = index as u32 as usize;
+        if i >= 64 {
+            return Err((INVALID_ARGUMENT, format!("input index {index} is out of range")));
+        }
+        if c.inputs.len() <= i {
+            c.inputs.resize(i + 1, None);
+        }
+        c.inputs[i] = Some(t);
+        c.outputs = None;
+        Ok((Vec::new(), Some(digest), Some(detail)))
+    })();
+    finish(&mut caller, "set_input", params, result)
+}
+
+fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32> {
+    let params = vec![ctx as i64];
+    let prepared = (|| {
+        let nn = &caller.data().nn;
+        let c = nn
+            .contexts
+            .get(ctx as u32 as usize)
+            .ok_or_else(|| (INVALID_ARGUMENT, format!("no execution context {ctx}")))?;
+        if c.inputs.is_empty() {
+            return Err((INVALID_ARGUMENT, "no input was set".to_string()));
+        }
+        let inputs: Vec<Tensor> = c
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| t.clone().ok_or_else(|| (INVALID_ARGUMENT, format!("input {i} was not set"))))
+            .collect::<Result<_, _>>()?;
+        let live = &nn.live[c.graph];
+        let sig = inputs.iter().map(|t| (t.ty(), t.dims().to_vec())).collect();
+        let src = &nn.graphs[&live.name];
+        let cost = guard(|| nn.shared.costs.cost(&live.digest, &src.bytes, &sig))
+            .map_err(|e| (RUNTIME_ERROR, format!("graph `{}` rejects these inputs: {e}", live.name)))?;
+        Ok((inputs, cost, live.name.clone(), live.graph.clone()))
+    })();
+    let (inputs, cost, name, graph) = match prepared {
+        Ok(p) => p,
+        Err(e) => return Ok(finish(&mut caller, "compute", params, Err(e))),
+    };
+    // Pay first: a call the guest cannot afford never runs.
+    if let Ok(left) = caller.get_fuel() {
+        if left < cost {
+            caller.set_fuel(0)?;
+            caller.data_mut().rec.push(
+                &format!("{NN_MODULE}.compute"),
+                params,
+                vec![RUNTIME_ERROR as i64],
+                None,
+                Some(format!("graph `{name}` costs {cost} fuel, {left} left")),
+            );
+            caller.data_mut().rec.limit_hit = Some("fuel");
+            return Err(LimitReached("fuel").into());
+        }
+        caller.set_fuel(left - cost)?;
+    }
+    let computed = guard(|| graph.run(&inputs, NN_MAX_OUTPUT_BYTES));
+    let nn = &mut caller.data_mut().nn;
+    let ordinal = nn.computes;
+    nn.computes += 1;
+    let outputs = match nn.recorded.as_ref().map(|r| r.get(ordinal).cloned().flatten()) {
+        None => computed.map_err(|e| (RUNTIME_ERROR, format!("graph `{name}`: {e}"))),
+        Some(recorded) => {
+            let recorded = recorded.unwrap_or_default();
+            let graph_decl = &nn.tolerances.graphs[&name];
+            let n = recorded.len().max(computed.as_ref().map_or(0, Vec::len));
+            for i in 0..n {
+                let tol = graph_decl.tolerance_of(i as u32);
+                let entry = nn
+                    .checks
+                    .entry((name.clone(), i as u32))
+                    .or_insert_with(|| InferenceCheck::new(&name, i as u32, tol.abs, tol.rel, tol.argmax));
+                match (recorded.get(i), computed.as_ref().ok().and_then(|c| c.get(i))) {
+                    (Some(r), Some(c)) => {
+                        let check = compare(r, c, &tol);
+                        entry.add(ordinal as u64, check.max_abs, check.max_rel, check.within, check.reason);
+                    }
+                    (r, _) => entry.add(
+                        ordinal as u64,
+                        f64::INFINITY,
+                        f64::INFINITY,
+                        false,
+                        Some(match (r, &computed) {
+                            (None, _) => "the receipt recorded no such output".into(),
+                            (_, Err(e)) => format!("recomputing failed: {e}"),
+                            _ => "the recomputation produced no such output".into(),
+                        }),
+                    ),
+                }
+            }
+            Ok(recorded)
+        }
+    };
+    let result = outputs.map(|outputs| {
+        let encoded = encode_tensors(&outputs);
+        let digest = Digest::of(&encoded);
+        let nn = &mut caller.data_mut().nn;
+        nn.records.push(ComputeRecord {
+            graph: name.clone(),
+            encoded,
+            digest,
+        });
+        nn.contexts[ctx as u32 as usize].outputs = Some(outputs);
+        (Vec::new(), Some(digest), Some(format!("{name} cost={cost}")))
+    });
+    Ok(finish(&mut caller, "compute", params, result))
+}
+
+fn get_output(
+    mut caller: Caller<'_, StoreData>,
+    ctx: i32,
+    index: i32,
+    out: i32,
+    max: i32,
+    written: i32,
+) -> i32 {
+    let params = vec![ctx as i64, index as i64, max as u32 as i64];
+    let result = (|| {
+        let nn = &caller.data().nn;
+        let c = nn
+            .contexts
+            .get(ctx as u32 as usize)
+            .ok_or_else(|| (INVALID_ARGUMENT, format!("no execution context {ctx}")))?;
+        let outputs = c
+            .outputs
+            .as_ref()
+            .ok_or_else(|| (INVALID_ARGUMENT, "compute has not run on this context".to_string()))?;
+        let t = outputs
+            .get(index as u32 as usize)
+            .ok_or_else(|| (INVALID_ARGUMENT, format!("the graph has {} outputs, not {}", outputs.len(), index + 1)))?;
+        if t.data().len() > max as u32 as usize {
+            return Err((
+                TOO_LARGE,
+                format!("output {index} ({}) needs {} bytes, the buffer holds {}", describe(t), t.data().len(), max as u32),
+            ));
+        }
+        let (bytes, detail) = (t.data().to_vec(), describe(t));
+        write(&mut caller, out as u32, &bytes).map_err(|e| (e, "the output buffer is out of bounds".to_string()))?;
+        write(&mut caller, written as u32, &(bytes.len() as u32).to_le_bytes())
+            .map_err(|e| (e, "the size pointer is out of bounds".to_string()))?;
+        Ok((vec![bytes.len() as i64], Some(Digest::of(&bytes)), Some(detail)))
+    })();
+    finish(&mut caller, "get_output", params, result)
+}

@@ -1,0 +1,272 @@
+//! The `portable` inference backend: tract compiled to wasm
+//! (`tally-portable-module`), run by the host in its own wasmtime store.
+//!
+//! Its engine has the sandbox's float determinism settings (NaN
+//! canonicalisation, deterministic relaxed SIMD, no threads), so a graph
+//! computes the same bits on every host, whatever its CPU. The module is
+//! compiled once per process (and cached on disk when the sandbox has a
+//! cache directory). Each loaded graph owns one instance; a trap inside it
+//! (a tract panic) becomes an error for the guest and the instance is
+//! rebuilt on the next call. Its fuel is not the guest's: the guest pays the
+//! backend-independent static cost; this store only has a memory cap.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tally_digest::Digest;
+use tally_manifest::ExecutionTarget;
+use tally_nn::{decode_tensors, encode_tensors, Backend, BackendKind, LoadedGraph, NnError, Tensor};
+use wasmtime::{Config, Engine, Instance, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::host::{SeededStream, VirtualMonotonicClock, VirtualWallClock};
+
+/// Largest linear memory of a portable instance: 4 GiB, all wasm32 can address.
+const MEMORY_BYTES: usize = 4 << 30;
+
+/// The compiled module and its linker, shared by every sandbox in the
+/// process; compiled on the first graph load, not before.
+static COMPILED: OnceLock<Result<Compiled, String>> = OnceLock::new();
+
+#[derive(Clone)]
+struct Compiled {
+    engine: Engine,
+    module: Module,
+    linker: Arc<Linker<PData>>,
+}
+
+/// The portable backend.
+pub(crate) struct PortableBackend {
+    cache_dir: Option<PathBuf>,
+    digest: Digest,
+}
+
+struct PData {
+    wasi: WasiP1Ctx,
+    limits: StoreLimits,
+}
+
+fn engine() -> Result<Engine, String> {
+    let mut c = Config::new();
+    c.cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        .wasm_simd(true)
+        .wasm_relaxed_simd(true)
+        .wasm_threads(false)
+        .wasm_memory64(false)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    Engine::new(&c).map_err(|e| format!("{e:#}"))
+}
+
+impl PortableBackend {
+    /// The backend. The module is compiled (or loaded from `cache_dir`)
+    /// when the first graph is loaded in this process.
+    pub(crate) fn new(cache_dir: Option<&Path>) -> Result<Self, String> {
+        Ok(PortableBackend {
+            cache_dir: cache_dir.map(Path::to_path_buf),
+            digest: Digest::of(tally_portable_module::WASM),
+        })
+    }
+
+    fn compiled(&self) -> Result<Compiled, NnError> {
+        COMPILED
+            .get_or_init(|| {
+                let engine = engine()?;
+                let module = compile(&engine, &self.digest, self.cache_dir.as_deref())?;
+                let mut linker = Linker::new(&engine);
+                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut PData| &mut d.wasi)
+                    .map_err(|e| format!("{e:#}"))?;
+                Ok(Compiled {
+                    engine,
+                    module,
+                    linker: Arc::new(linker),
+                })
+            })
+            .clone()
+            .map_err(NnError::Plan)
+    }
+}
+
+fn compile(engine: &Engine, digest: &Digest, cache_dir: Option<&Path>) -> Result<Module, String> {
+    let path = cache_dir.map(|d| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+        d.join(format!("portable-{}-{:016x}.cwasm", digest, std::hash::Hasher::finish(&h)))
+    });
+    if let Some(p) = &path {
+        if p.exists() {
+            // SAFETY: the file is this host's own compilation artifact, named
+            // by the module digest and the engine's compatibility hash.
+            if let Ok(m) = unsafe { Module::deserialize_file(engine, p) } {
+                return Ok(m);
+            }
+        }
+    }
+    let module = Module::new(engine, tally_portable_module::WASM).map_err(|e| format!("compiling the portable backend: {e:#}"))?;
+    if let (Some(p), Ok(bytes)) = (&path, module.serialize()) {
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = p.with_extension("tmp");
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, p);
+        }
+    }
+    Ok(module)
+}
+
+impl Backend for PortableBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Portable
+    }
+    fn detail(&self) -> String {
+        format!("tract-onnx 0.23.9 wasm32-wasip1+simd128 module={}", self.digest)
+    }
+    fn load(&self, bytes: &[u8], target: ExecutionTarget) -> Result<Arc<dyn LoadedGraph>, NnError> {
+        if target != ExecutionTarget::Cpu {
+            return Err(NnError::Plan(format!("the portable backend runs on the CPU only, not {target:?}")));
+        }
+        let c = self.compiled()?;
+        let graph = PortableGraph {
+            engine: c.engine,
+            module: c.module,
+            linker: c.linker,
+            bytes: bytes.to_vec(),
+            instance: Mutex::new(None),
+        };
+        // Load now, so a bad graph fails at load time.
+        let inst = graph.instantiate()?;
+        *graph.instance.lock().unwrap_or_else(|p| p.into_inner()) = Some(inst);
+        Ok(Arc::new(graph))
+    }
+}
+
+struct PortableGraph {
+    engine: Engine,
+    module: Module,
+    linker: Arc<Linker<PData>>,
+    bytes: Vec<u8>,
+    instance: Mutex<Option<PInstance>>,
+}
+
+struct PInstance {
+    store: Store<PData>,
+    memory: Memory,
+    alloc: TypedFunc<u32, u32>,
+    free: TypedFunc<(u32, u32), ()>,
+    run: TypedFunc<(i32, u32, u32, u32), i32>,
+    result_ptr: TypedFunc<(), u32>,
+    result_len: TypedFunc<(), u32>,
+    handle: i32,
+}
+
+fn werr(e: wasmtime::Error) -> NnError {
+    NnError::Run(format!("the portable backend trapped: {e:#}"))
+}
+
+impl PInstance {
+    fn put(&mut self, bytes: &[u8]) -> Result<u32, NnError> {
+        let len = u32::try_from(bytes.len()).map_err(|_| NnError::BadTensor("more than 4 GiB of input".into()))?;
+        let ptr = self.alloc.call(&mut self.store, len).map_err(werr)?;
+        self.memory
+            .write(&mut self.store, ptr as usize, bytes)
+            .map_err(|e| NnError::Run(format!("writing into the portable backend: {e}")))?;
+        Ok(ptr)
+    }
+
+    fn result(&mut self) -> Result<Vec<u8>, NnError> {
+        let ptr = self.result_ptr.call(&mut self.store, ()).map_err(werr)? as usize;
+        let len = self.result_len.call(&mut self.store, ()).map_err(werr)? as usize;
+        self.memory
+            .data(&self.store)
+            .get(ptr..ptr + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| NnError::Run("the portable backend returned an out-of-bounds result".into()))
+    }
+}
+
+impl PortableGraph {
+    fn instantiate(&self) -> Result<PInstance, NnError> {
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(VirtualWallClock)
+            .monotonic_clock(VirtualMonotonicClock)
+            .secure_random(SeededStream::new(&Digest::of(b"portable"), 0, "secure"))
+            .insecure_random(SeededStream::new(&Digest::of(b"portable"), 0, "insecure"))
+            .insecure_random_seed(0)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build_p1();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(MEMORY_BYTES)
+            .instances(1)
+            .trap_on_grow_failure(false)
+            .build();
+        let mut store = Store::new(&self.engine, PData { wasi, limits });
+        store.limiter(|d| &mut d.limits);
+        let instance: Instance = self.linker.instantiate(&mut store, &self.module).map_err(werr)?;
+        let get = |store: &mut Store<PData>, name: &str| {
+            instance
+                .get_export(&mut *store, name)
+                .ok_or_else(|| NnError::Run(format!("the portable module lacks `{name}`")))
+        };
+        let memory = get(&mut store, "memory")?
+            .into_memory()
+            .ok_or_else(|| NnError::Run("`memory` is not a memory".into()))?;
+        macro_rules! func {
+            ($name:literal) => {
+                instance.get_typed_func(&mut store, $name).map_err(werr)?
+            };
+        }
+        let mut inst = PInstance {
+            alloc: func!("tally_alloc"),
+            free: func!("tally_free"),
+            run: func!("tally_run"),
+            result_ptr: func!("tally_result_ptr"),
+            result_len: func!("tally_result_len"),
+            memory,
+            store,
+            handle: -1,
+        };
+        let load: TypedFunc<(u32, u32), i32> = instance.get_typed_func(&mut inst.store, "tally_load").map_err(werr)?;
+        let ptr = inst.put(&self.bytes)?;
+        let handle = load.call(&mut inst.store, (ptr, self.bytes.len() as u32)).map_err(werr)?;
+        inst.free
+            .call(&mut inst.store, (ptr, self.bytes.len() as u32))
+            .map_err(werr)?;
+        if handle < 0 {
+            let msg = String::from_utf8_lossy(&inst.result()?).into_owned();
+            return Err(NnError::Plan(msg));
+        }
+        inst.handle = handle;
+        Ok(inst)
+    }
+}
+
+impl LoadedGraph for PortableGraph {
+    fn run(&self, inputs: &[Tensor], max_output_bytes: usize) -> Result<Vec<Tensor>, NnError> {
+        let mut slot = self.instance.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inst = match slot.take() {
+            Some(i) => i,
+            None => self.instantiate()?,
+        };
+        let encoded = encode_tensors(inputs);
+        let ptr = inst.put(&encoded)?;
+        let max = u32::try_from(max_output_bytes).unwrap_or(u32::MAX);
+        let status = inst
+            .run
+            .call(&mut inst.store, (inst.handle, ptr, encoded.len() as u32, max))
+            .map_err(werr)?;
+        inst.free
+            .call(&mut inst.store, (ptr, encoded.len() as u32))
+            .map_err(werr)?;
+        let result = inst.result()?;
+        // Only a healthy instance goes back; a trapped one was dropped above.
+        *slot = Some(inst);
+        if status != 0 {
+            return Err(NnError::Run(String::from_utf8_lossy(&result).into_owned()));
+        }
+        decode_tensors(&result, max_output_bytes)
+    }
+}
