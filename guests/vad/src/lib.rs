@@ -6,7 +6,9 @@
 //!   recurrent state carried from call to call); writes the speech
 //!   probability of every window as the safetensors tensor `probs`.
 //! - `vad-segments`: turns the probabilities into speech segments with
-//!   silero's hysteresis rules ([`segments`]) and writes one JSON line per
+//!   hysteresis rules ([`segments`], after silero's `get_speech_timestamps`;
+//!   parameters from `--threshold`, `--neg-threshold`, `--min-speech-ms`,
+//!   `--min-silence-ms`, `--pad-ms`) and writes one JSON line per
 //!   segment: `{"start_ms":…,"end_ms":…}`.
 
 /// Sample rate the model takes.
@@ -27,7 +29,8 @@ pub struct Params {
     pub min_speech_ms: u32,
     /// Shorter silence does not end speech, in ms.
     pub min_silence_ms: u32,
-    /// Padding added on both sides of a segment, in ms.
+    /// Padding added on both sides of a segment, in ms (silero pads 30 ms;
+    /// the default here is 0: segments as tight as the model resolves).
     pub pad_ms: u32,
 }
 
@@ -38,42 +41,48 @@ impl Default for Params {
             neg_threshold: 0.35,
             min_speech_ms: 250,
             min_silence_ms: 100,
-            pad_ms: 30,
+            pad_ms: 0,
         }
     }
 }
 
 /// Speech segments `(start, end)` in samples from per-window probabilities
-/// over `total` samples.
+/// over `total` samples: speech starts at the first window at or above
+/// `threshold` and ends after the last window at or above `threshold`, once
+/// the probability has stayed below `neg_threshold` for `min_silence_ms`;
+/// segments no longer than `min_speech_ms` are dropped, the rest padded by
+/// `pad_ms`.
 pub fn segments(probs: &[f32], total: usize, p: &Params) -> Vec<(usize, usize)> {
     let ms = |v: u32| v as usize * SAMPLE_RATE as usize / 1000;
     let (min_speech, min_silence, pad) = (ms(p.min_speech_ms), ms(p.min_silence_ms), ms(p.pad_ms));
     let mut out = Vec::new();
-    let (mut triggered, mut start, mut temp_end) = (false, 0usize, None::<usize>);
+    // `last` is the end of the last window at or above `threshold`: where
+    // speech ends once the probability stays below `neg_threshold` for
+    // `min_silence`. (silero ends at the first window below
+    // `neg_threshold`; its probability decays over ~3 windows after speech,
+    // so that end is late by ~100 ms.)
+    let (mut triggered, mut start, mut last) = (false, 0usize, 0usize);
     for (i, &prob) in probs.iter().enumerate() {
         let cur = i * WINDOW;
-        if prob >= p.threshold {
-            temp_end = None;
-            if !triggered {
-                triggered = true;
-                start = cur;
+        if !triggered {
+            if prob >= p.threshold {
+                (triggered, start, last) = (true, cur, cur + WINDOW);
             }
             continue;
         }
-        if prob < p.neg_threshold && triggered {
-            let end = *temp_end.get_or_insert(cur);
-            if cur - end < min_silence {
-                continue;
-            }
-            if end - start > min_speech {
-                out.push((start, end));
+        if prob >= p.threshold {
+            last = cur + WINDOW;
+        } else if prob >= p.neg_threshold {
+            continue;
+        } else if cur + WINDOW - last >= min_silence {
+            if last - start > min_speech {
+                out.push((start, last));
             }
             triggered = false;
-            temp_end = None;
         }
     }
-    if triggered && total - start > min_speech {
-        out.push((start, total));
+    if triggered && total.min(last) - start > min_speech {
+        out.push((start, total.min(last)));
     }
     let mut padded: Vec<(usize, usize)> = Vec::with_capacity(out.len());
     for (i, &(s, e)) in out.iter().enumerate() {
@@ -98,11 +107,32 @@ mod tests {
         let total = probs.len() * WINDOW;
         let s = segments(&probs, total, &p);
         assert_eq!(s.len(), 1);
-        assert_eq!(s[0].0, 16 * WINDOW - 480);
+        assert_eq!(s[0], (16 * WINDOW, 47 * WINDOW));
         // A short blip is not speech.
         let mut blip = vec![0.0; 16];
         blip.extend(vec![0.9; 3]);
         blip.extend(vec![0.0; 16]);
         assert!(segments(&blip, blip.len() * WINDOW, &p).is_empty());
+    }
+}
+
+impl Params {
+    /// Defaults overridden by `--name value` pairs from `args`.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut p = Params::default();
+        let mut it = args.into_iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+            match flag.as_str() {
+                "--threshold" => p.threshold = value.parse().map_err(|e| bad(&e))?,
+                "--neg-threshold" => p.neg_threshold = value.parse().map_err(|e| bad(&e))?,
+                "--min-speech-ms" => p.min_speech_ms = value.parse().map_err(|e| bad(&e))?,
+                "--min-silence-ms" => p.min_silence_ms = value.parse().map_err(|e| bad(&e))?,
+                "--pad-ms" => p.pad_ms = value.parse().map_err(|e| bad(&e))?,
+                other => return Err(format!("unknown option {other}")),
+            }
+        }
+        Ok(p)
     }
 }

@@ -13,8 +13,9 @@ fn main() {
     };
     let probs = &get("probs").data;
     let total = get("samples").data[0] as usize;
+    let params = Params::from_args(std::env::args().skip(1)).unwrap_or_else(|e| fail(2, &e));
     let mut out = String::new();
-    for (s, e) in segments(probs, total, &Params::default()) {
+    for (s, e) in segments(probs, total, &params) {
         let ms = |v: usize| v as u64 * 1000 / SAMPLE_RATE as u64;
         out.push_str(&format!("{{\"start_ms\":{},\"end_ms\":{}}}\n", ms(s), ms(e)));
     }
