@@ -259,7 +259,7 @@ fn load_many_concurrent_clients_lose_nothing() {
     let runs = total + 1; // and the warm-up
     assert!(
         metrics.contains(&format!(
-            "tally_runs_total{{outcome=\"ok\",backend=\"none\"}} {runs}"
+            "tally_runs_total{{outcome=\"ok\",backend=\"portable\"}} {runs}"
         )),
         "{metrics}"
     );

@@ -51,6 +51,12 @@ pub fn pack(
                 .enumerate()
                 .map(|(i, f)| (format!("files[{i}]"), f)),
         )
+        .chain(
+            manifest
+                .graphs
+                .iter()
+                .map(|(name, g)| (format!("graphs.{name}"), &g.file)),
+        )
         .collect();
     let total: u64 = fields
         .iter()

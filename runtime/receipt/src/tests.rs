@@ -44,7 +44,7 @@ fn claim_digest_is_pinned() {
     // Changing the claim encoding is a format change: bump FORMAT_VERSION.
     assert_eq!(
         claim().digest().to_string(),
-        "666fa00a61a4b97d91966ec1d29d6f45548db51bbf3ec459be5787af9e320c0a"
+        "c3f922fafd46645c4de7c74e7adb6af07c38509de88aee79733e3a57dc105991"
     );
 }
 
@@ -103,7 +103,7 @@ fn truncated_unknown_and_future_receipts_are_rejected() {
     assert!(
         matches!(Receipt::from_json(&extra), Err(ReceiptError::Malformed(m)) if m.contains("bonus"))
     );
-    let future = json.replacen("\"format_version\": 1", "\"format_version\": 9", 1);
+    let future = json.replacen("\"format_version\": 2", "\"format_version\": 9", 1);
     assert!(matches!(
         Receipt::from_json(&future),
         Err(ReceiptError::UnsupportedVersion { found: 9 })

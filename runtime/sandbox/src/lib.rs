@@ -295,6 +295,12 @@ impl Sandbox {
         &self.profile
     }
 
+    /// The inference backend itself (benchmarks call it directly, to compare
+    /// the sandbox with native code using the same engine).
+    pub fn backend(&self) -> Arc<dyn tally_nn::Backend> {
+        self.nn.backend.clone()
+    }
+
     /// The inference backend every claim from this sandbox records.
     pub fn backend_info(&self) -> &tally_receipt::BackendInfo {
         &self.backend_info

@@ -173,7 +173,7 @@ async fn upload_list_fetch_run_receipt_verify_metrics() {
 
     let (_, metrics) = s.get("/metrics").await;
     assert!(
-        metrics.contains("tally_runs_total{outcome=\"ok\",backend=\"none\"} 1"),
+        metrics.contains("tally_runs_total{outcome=\"ok\",backend=\"portable\"} 1"),
         "{metrics}"
     );
     assert!(
@@ -376,7 +376,7 @@ async fn shutdown_finishes_in_flight_runs_and_keeps_their_receipts() {
     let _ = run_id;
     let (_, metrics) = (0, state.metrics().render());
     assert!(
-        metrics.contains("tally_runs_total{outcome=\"limit_exceeded\",backend=\"none\"} 1"),
+        metrics.contains("tally_runs_total{outcome=\"limit_exceeded\",backend=\"portable\"} 1"),
         "{metrics}"
     );
 }

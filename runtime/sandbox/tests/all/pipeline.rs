@@ -177,7 +177,7 @@ fn modules_that_are_not_wasm_or_import_outside_wasi_are_rejected() {
     let cases = [
         (b"definitely not wasm".to_vec(), "not a valid WebAssembly module"),
         (b"(module (import \"env\" \"f\" (func)) (func (export \"_start\")))".to_vec(), "only `wasi_snapshot_preview1`"),
-        (b"(module (import \"wasi_snapshot_preview1\" \"nope\" (func)) (func (export \"_start\")))".to_vec(), "does not define"),
+        (b"(module (import \"wasi_snapshot_preview1\" \"nope\" (func)) (func (export \"_start\")))".to_vec(), "do not define"),
         (b"(module (import \"wasi_snapshot_preview1\" \"proc_exit\" (func (param i64))) (func (export \"_start\")))".to_vec(), "wrong type"),
         (b"(module (func (export \"main\")))".to_vec(), "no `_start`"),
     ];

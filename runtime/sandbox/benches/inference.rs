@@ -1,0 +1,155 @@
+//! What inference costs in the sandbox, per backend, measured in one run:
+//!
+//! 1. silero VAD over 10 s of audio (313 inferences): the `vad-probs` stage
+//!    in the sandbox against the same loop written in Rust calling the same
+//!    engine directly (the sandbox's own backend object), per backend.
+//! 2. Backends against each other (the native loops).
+//! 3. Fuel charged per inference against wall time: PP-OCRv4 detection at
+//!    three input sizes on native tract. The cost model should track work.
+//!
+//! Run: `cargo bench -p tally-sandbox --bench inference --profile dev`
+//! after `scripts/fetch-assets.sh`. Prints medians and ratios.
+
+use std::time::{Duration, Instant};
+
+use tally_manifest::ExecutionTarget;
+use tally_nn::{ElemType, Tensor};
+use tally_sandbox::{BackendKind, OrtConfig, RunRequest, Sandbox, SandboxConfig};
+use tally_test_artifacts::pkg::{asset, assets_dir, Pkg};
+
+const RATE: usize = 16_000;
+
+fn median(mut f: impl FnMut(), iters: usize) -> Duration {
+    f(); // warm-up
+    let mut t: Vec<Duration> = (0..iters)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    t.sort();
+    t[iters / 2]
+}
+
+/// 10 s of a deterministic signal (tone bursts and noise).
+fn audio() -> Vec<f32> {
+    let mut x = 0x2545f491u32;
+    (0..RATE * 10)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let noise = (x as f32 / u32::MAX as f32 - 0.5) * 0.05;
+            let burst = if (i / RATE) % 2 == 0 { (i as f32 * 0.07).sin() * 0.3 } else { 0.0 };
+            noise + burst
+        })
+        .collect()
+}
+
+fn wav(samples: &[f32]) -> Vec<u8> {
+    let data: Vec<u8> = samples.iter().flat_map(|s| ((s * 32767.0) as i16).to_le_bytes()).collect();
+    let mut w = b"RIFF".to_vec();
+    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [1u16, 1] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [RATE as u32, RATE as u32 * 2] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [2u16, 16] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    w.extend_from_slice(&data);
+    w
+}
+
+fn f32s(ty_dims: &[u32], v: &[f32]) -> Tensor {
+    Tensor::new(ElemType::F32, ty_dims.to_vec(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), 1 << 30).unwrap()
+}
+
+/// The `vad-probs` loop, natively, on `backend`'s engine.
+fn native_vad(sb: &Sandbox, graph: &[u8], samples: &[f32]) {
+    let g = sb.backend().load(graph, ExecutionTarget::Cpu).unwrap();
+    let mut state = f32s(&[2, 1, 128], &[0.0; 256]);
+    let mut input = vec![0f32; 576];
+    for chunk in samples.chunks(512) {
+        input.copy_within(512.., 0);
+        input[64..].fill(0.0);
+        input[64..64 + chunk.len()].copy_from_slice(chunk);
+        let out = g.run(&[f32s(&[1, 576], &input), state.clone()], 1 << 20).unwrap();
+        state = out[1].clone();
+        std::hint::black_box(&out[0]);
+    }
+}
+
+fn main() {
+    let iters: usize = std::env::var("TALLY_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let graph = asset("silero_vad_openvino_16k.onnx");
+    let samples = audio();
+    let input = wav(&samples);
+    let pkg = Pkg::new()
+        .limit("fuel = 100000000000")
+        .graph("vad", "vad.onnx", graph.clone(), "")
+        .guest_stage("vad-probs", "graphs = [\"vad\"]")
+        .build();
+    let mut ort = OrtConfig::default();
+    ort.library = assets_dir().join("libonnxruntime.so.1.31.1");
+
+    println!("silero VAD, 10 s of audio, {} inferences; median of {iters}", samples.len().div_ceil(512));
+    println!("{:<12} {:>12} {:>12} {:>8} {:>14}", "backend", "native loop", "sandbox", "ratio", "fuel");
+    let mut natives = Vec::new();
+    for kind in [BackendKind::Portable, BackendKind::Tract, BackendKind::OnnxRuntime] {
+        let sb = Sandbox::new(SandboxConfig::default().pooling(true).backend(kind).ort(ort.clone())).unwrap();
+        let native = median(|| native_vad(&sb, &graph, &samples), iters);
+        let mut fuel = 0;
+        let sandboxed = median(
+            || {
+                let r = sb.run(&pkg, &RunRequest::new(&input)).unwrap();
+                assert!(r.claim.outcome.is_ok(), "{:?}", r.stderr);
+                fuel = r.claim.fuel_consumed;
+            },
+            iters,
+        );
+        println!(
+            "{:<12} {:>9.1} ms {:>9.1} ms {:>7.3}x {:>14}",
+            kind.name(),
+            native.as_secs_f64() * 1e3,
+            sandboxed.as_secs_f64() * 1e3,
+            sandboxed.as_secs_f64() / native.as_secs_f64(),
+            fuel
+        );
+        natives.push((kind, native));
+    }
+    let tract = natives[1].1.as_secs_f64();
+    for (kind, t) in &natives {
+        println!("{:<12} native loop {:.2}x native tract", kind.name(), t.as_secs_f64() / tract);
+    }
+
+    println!("\nPP-OCRv4 det on native tract: fuel charged vs wall time");
+    let det = asset("ch_PP-OCRv4_det_infer.onnx");
+    let sb = Sandbox::new(SandboxConfig::default().backend(BackendKind::Tract)).unwrap();
+    let g = sb.backend().load(&det, ExecutionTarget::Cpu).unwrap();
+    let costs = tally_nn::CostModel::new();
+    let digest = tally_digest::Digest::of(&det);
+    println!("{:<10} {:>14} {:>10} {:>14}", "input", "fuel", "ms", "fuel per µs");
+    for side in [320u32, 480, 640] {
+        let dims = [1, 3, side, side];
+        let x = f32s(&dims, &vec![0.5; (3 * side * side) as usize]);
+        let cost = costs.cost(&digest, &det, &vec![(ElemType::F32, dims.to_vec())]).unwrap();
+        let t = median(|| drop(g.run(std::slice::from_ref(&x), 1 << 30).unwrap()), iters.min(5));
+        println!(
+            "{:<10} {:>14} {:>10.1} {:>14.0}",
+            format!("{side}x{side}"),
+            cost,
+            t.as_secs_f64() * 1e3,
+            cost as f64 / (t.as_secs_f64() * 1e6)
+        );
+    }
+}
