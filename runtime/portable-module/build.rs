@@ -10,13 +10,18 @@ use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
-    let root = manifest_dir.join("../..").canonicalize().expect("checkout root");
+    let root = manifest_dir
+        .join("../..")
+        .canonicalize()
+        .expect("checkout root");
     let crate_dir = root.join("guests/portable-backend");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.join("portable");
     let cargo_home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
     let flags = [
         "-Ctarget-feature=+simd128".to_string(),
         format!("--remap-path-prefix={}=/tally", root.display()),

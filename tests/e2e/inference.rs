@@ -20,27 +20,71 @@ fn a_receipt_from_one_backend_verifies_on_the_others() {
     d.write("in", b"");
     let ort = assets_dir().join("libonnxruntime.so.1.31.1");
     let ort = ort.to_str().unwrap();
-    d.tally(&["run", "nn.tally", "--input", "in", "--output", "o", "--receipt", "r.json", "--backend", "tract"])
-        .expect(0);
-    assert!(d.path("r.json.tensors").exists(), "the recorded inference outputs are written beside the receipt");
+    d.tally(&[
+        "run",
+        "nn.tally",
+        "--input",
+        "in",
+        "--output",
+        "o",
+        "--receipt",
+        "r.json",
+        "--backend",
+        "tract",
+    ])
+    .expect(0);
+    assert!(
+        d.path("r.json.tensors").exists(),
+        "the recorded inference outputs are written beside the receipt"
+    );
     let receipt: serde_json::Value = serde_json::from_str(&d.read_string("r.json")).unwrap();
     assert_eq!(receipt["claim"]["backend"]["kind"], "tract");
-    for backend in [&["--backend", "portable"][..], &["--backend", "onnxruntime", "--ort-lib", ort], &["--backend", "tract"]] {
-        let mut args = vec!["verify", "r.json", "--input", "in", "--package", "nn.tally", "--json"];
+    for backend in [
+        &["--backend", "portable"][..],
+        &["--backend", "onnxruntime", "--ort-lib", ort],
+        &["--backend", "tract"],
+    ] {
+        let mut args = vec![
+            "verify",
+            "r.json",
+            "--input",
+            "in",
+            "--package",
+            "nn.tally",
+            "--json",
+        ];
         args.extend_from_slice(backend);
         let v = d.tally(&args).expect(0);
         let verdict: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
         assert_eq!(verdict["verified"], true, "{}", v.stdout);
         let cross = backend[1] != "tract";
         assert_eq!(verdict["cross_backend"], cross);
-        assert_eq!(verdict["inference"].as_array().unwrap().is_empty(), !cross, "{}", v.stdout);
+        assert_eq!(
+            verdict["inference"].as_array().unwrap().is_empty(),
+            !cross,
+            "{}",
+            v.stdout
+        );
     }
     // The readable verdict names each compared output.
     let v = d
-        .tally(&["verify", "r.json", "--input", "in", "--package", "nn.tally", "--backend", "portable"])
+        .tally(&[
+            "verify",
+            "r.json",
+            "--input",
+            "in",
+            "--package",
+            "nn.tally",
+            "--backend",
+            "portable",
+        ])
         .expect(0);
     assert!(v.stdout.contains("vad output 0: 1 calls"), "{}", v.stdout);
-    assert!(v.stdout.contains("another inference backend"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("another inference backend"),
+        "{}",
+        v.stdout
+    );
 }
 
 #[test]
@@ -49,7 +93,18 @@ fn a_missing_onnxruntime_library_is_a_clear_startup_error() {
     nn_package(&d);
     d.write("in", b"");
     let r = d.tally(&[
-        "run", "nn.tally", "--input", "in", "--output", "o", "--receipt", "r.json", "--backend", "onnxruntime", "--ort-lib", "nowhere/libonnxruntime.so",
+        "run",
+        "nn.tally",
+        "--input",
+        "in",
+        "--output",
+        "o",
+        "--receipt",
+        "r.json",
+        "--backend",
+        "onnxruntime",
+        "--ort-lib",
+        "nowhere/libonnxruntime.so",
     ]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("scripts/fetch-assets.sh"), "{}", r.stderr);
@@ -67,7 +122,18 @@ fn pack_rejects_a_graph_that_is_not_onnx() {
     );
     d.write("bad/m.wasm", &crate::util::guest("echo"));
     d.write("bad/tally.toml", toml.as_bytes());
-    let r = d.tally(&["pack", "bad/tally.toml", "--key", "publisher.key", "--out", "bad.tally"]);
+    let r = d.tally(&[
+        "pack",
+        "bad/tally.toml",
+        "--key",
+        "publisher.key",
+        "--out",
+        "bad.tally",
+    ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("graph `vad`") && r.stderr.contains("not an ONNX model"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("graph `vad`") && r.stderr.contains("not an ONNX model"),
+        "{}",
+        r.stderr
+    );
 }

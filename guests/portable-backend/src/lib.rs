@@ -82,7 +82,12 @@ pub unsafe extern "C" fn tally_load(ptr: *const u8, len: u32) -> i32 {
 /// # Safety
 /// `ptr..ptr+len` is a live allocation from [`tally_alloc`].
 #[no_mangle]
-pub unsafe extern "C" fn tally_run(handle: i32, ptr: *const u8, len: u32, max_output_bytes: u32) -> i32 {
+pub unsafe extern "C" fn tally_run(
+    handle: i32,
+    ptr: *const u8,
+    len: u32,
+    max_output_bytes: u32,
+) -> i32 {
     let max = max_output_bytes as usize;
     // SAFETY: per the contract above.
     let input = unsafe { bytes(ptr, len) };

@@ -237,9 +237,15 @@ pub fn pack(a: PackArgs) -> Result<()> {
     }
     // Graphs meet the ONNX policy before they are signed.
     for (name, g) in &package.manifest().graphs {
-        let bytes = package.blob(&g.file.digest).expect("a packed package has every graph");
+        let bytes = package
+            .blob(&g.file.digest)
+            .expect("a packed package has every graph");
         tally_nn_tract::check_onnx(bytes).map_err(|e| {
-            anyhow!("{}: graph `{name}` ({}): {e}", a.manifest.display(), g.file.path)
+            anyhow!(
+                "{}: graph `{name}` ({}): {e}",
+                a.manifest.display(),
+                g.file.path
+            )
         })?;
     }
     let mut bytes = Vec::new();
@@ -452,8 +458,8 @@ fn run_locally(
     let receipt = Receipt::seal(result.claim.clone(), &key, metadata);
     let computes: Vec<Vec<u8>> = result.computes.iter().map(|c| c.encoded.clone()).collect();
     let framed: Vec<&[u8]> = computes.iter().map(Vec::as_slice).collect();
-    if let Err(e) = Store::open(store_dir)
-        .and_then(|s| s.put_receipt(&receipt, &result.transcript, &framed))
+    if let Err(e) =
+        Store::open(store_dir).and_then(|s| s.put_receipt(&receipt, &result.transcript, &framed))
     {
         tracing::warn!(
             "the receipt is written to {} but not stored: {e}",

@@ -392,7 +392,9 @@ impl Manifest {
                 });
             });
             let tol = |c: &mut Canon, t: &Tolerance| {
-                c.u64(t.abs.to_bits()).u64(t.rel.to_bits()).u64(t.argmax as u64);
+                c.u64(t.abs.to_bits())
+                    .u64(t.rel.to_bits())
+                    .u64(t.argmax as u64);
             };
             tol(&mut c, &g.tolerance);
             c.u64(g.outputs.len() as u64);

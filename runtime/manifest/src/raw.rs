@@ -500,7 +500,10 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
                 return Err(cx.err(
                     &g.span(),
                     gfield,
-                    ManifestErrorKind::Dangling { what: "graph", name },
+                    ManifestErrorKind::Dangling {
+                        what: "graph",
+                        name,
+                    },
                 ));
             }
             if stage_graphs.contains(&name) {

@@ -9,10 +9,18 @@ fn main() -> TractResult<()> {
     println!("{:?}", tally_nn_tract::check_onnx(&bytes));
     let model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
     for (i, o) in model.inputs.iter().enumerate() {
-        println!("input {i} {}: {:?}", model.node(o.node).name, model.outlet_fact(*o)?);
+        println!(
+            "input {i} {}: {:?}",
+            model.node(o.node).name,
+            model.outlet_fact(*o)?
+        );
     }
     for (i, o) in model.outputs.iter().enumerate() {
-        println!("output {i} {}: {:?}", model.node(o.node).name, model.outlet_fact(*o)?);
+        println!(
+            "output {i} {}: {:?}",
+            model.node(o.node).name,
+            model.outlet_fact(*o)?
+        );
     }
     Ok(())
 }

@@ -146,12 +146,14 @@ impl Tensor {
     /// A tensor whose `data` holds exactly product(`dims`) × element size
     /// bytes (checked arithmetic), and at most `max_bytes`.
     pub fn new(ty: ElemType, dims: Vec<u32>, data: Vec<u8>, max_bytes: usize) -> Result<Self> {
-        let want = byte_len(ty, &dims).filter(|&n| n <= max_bytes).ok_or_else(|| {
-            NnError::BadTensor(format!(
-                "{} {dims:?} is larger than the cap of {max_bytes} bytes",
-                ty.name()
-            ))
-        })?;
+        let want = byte_len(ty, &dims)
+            .filter(|&n| n <= max_bytes)
+            .ok_or_else(|| {
+                NnError::BadTensor(format!(
+                    "{} {dims:?} is larger than the cap of {max_bytes} bytes",
+                    ty.name()
+                ))
+            })?;
         if data.len() != want {
             return Err(NnError::BadTensor(format!(
                 "{} {dims:?} needs {want} bytes, got {}",
@@ -218,8 +220,10 @@ impl Tensor {
         // SAFETY: `Tensor::new` checked that data holds exactly
         // product(dims) elements of `ty`, and every bit pattern is a valid
         // value of these plain numeric types.
-        let t = unsafe { tract_onnx::prelude::Tensor::from_raw_dt(self.ty.datum(), &shape, &self.data) }
-            .map_err(|e| NnError::BadTensor(format!("{e:#}")))?;
+        let t = unsafe {
+            tract_onnx::prelude::Tensor::from_raw_dt(self.ty.datum(), &shape, &self.data)
+        }
+        .map_err(|e| NnError::BadTensor(format!("{e:#}")))?;
         Ok(t.into_tvalue())
     }
 
@@ -275,7 +279,8 @@ pub fn decode_tensors(mut bytes: &[u8], max_bytes: usize) -> Result<Vec<Tensor>>
         *b = tail;
         Ok(head)
     }
-    let u32_of = |b: &mut &[u8]| -> Result<u32> { Ok(u32::from_le_bytes(take(b, 4)?.try_into().unwrap())) };
+    let u32_of =
+        |b: &mut &[u8]| -> Result<u32> { Ok(u32::from_le_bytes(take(b, 4)?.try_into().unwrap())) };
     let count = u32_of(&mut bytes)?;
     let mut tensors = Vec::new();
     for _ in 0..count {
@@ -286,14 +291,20 @@ pub fn decode_tensors(mut bytes: &[u8], max_bytes: usize) -> Result<Vec<Tensor>>
         if rank > 16 {
             return Err(NnError::BadTensor(format!("rank {rank} exceeds 16")));
         }
-        let dims = (0..rank).map(|_| u32_of(&mut bytes)).collect::<Result<Vec<_>>>()?;
+        let dims = (0..rank)
+            .map(|_| u32_of(&mut bytes))
+            .collect::<Result<Vec<_>>>()?;
         let len = u64::from_le_bytes(take(&mut bytes, 8)?.try_into().unwrap());
-        let len = usize::try_from(len).map_err(|_| NnError::BadTensor("length overflows".into()))?;
+        let len =
+            usize::try_from(len).map_err(|_| NnError::BadTensor("length overflows".into()))?;
         let data = take(&mut bytes, len)?.to_vec();
         tensors.push(Tensor::new(ty, dims, data, max_bytes)?);
     }
     if !bytes.is_empty() {
-        return Err(NnError::BadTensor(format!("{} trailing bytes after the tensor list", bytes.len())));
+        return Err(NnError::BadTensor(format!(
+            "{} trailing bytes after the tensor list",
+            bytes.len()
+        )));
     }
     Ok(tensors)
 }
@@ -330,13 +341,21 @@ pub fn check_onnx(bytes: &[u8]) -> Result<OnnxSummary> {
     }
     let opset = match opset {
         Some(v) if (1..=MAX_OPSET).contains(&v) => v,
-        Some(v) => return reject(format!("imports ai.onnx opset {v}; supported: 1 to {MAX_OPSET}")),
+        Some(v) => {
+            return reject(format!(
+                "imports ai.onnx opset {v}; supported: 1 to {MAX_OPSET}"
+            ))
+        }
         None => return reject("imports no ai.onnx opset".into()),
     };
     if !proto.functions.is_empty() {
         return reject(format!(
             "defines model-local functions ({}); they are not supported",
-            proto.functions.iter().map(|f| f.name.as_deref().unwrap_or("?")).join(", ")
+            proto
+                .functions
+                .iter()
+                .map(|f| f.name.as_deref().unwrap_or("?"))
+                .join(", ")
         ));
     }
     if !proto.training_info.is_empty() {
@@ -351,7 +370,11 @@ pub fn check_onnx(bytes: &[u8]) -> Result<OnnxSummary> {
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
     Ok(OnnxSummary {
         opset,
-        inputs: graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).count(),
+        inputs: graph
+            .input
+            .iter()
+            .filter(|i| !initializers.contains(i.name.as_str()))
+            .count(),
         outputs: graph.output.len(),
     })
 }
@@ -378,7 +401,9 @@ fn check_graph(g: &pb::GraphProto) -> Result<()> {
         check_tensor(t, &at)?;
     }
     if !g.sparse_initializer.is_empty() {
-        return Err(NnError::Rejected(format!("{at} has sparse initializers, which are not supported")));
+        return Err(NnError::Rejected(format!(
+            "{at} has sparse initializers, which are not supported"
+        )));
     }
     for node in &g.node {
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
@@ -516,7 +541,10 @@ impl Plan {
 
     /// Runs the plan. Each output must fit in `max_output_bytes`.
     pub fn run(&self, inputs: &[Tensor], max_output_bytes: usize) -> Result<Vec<Tensor>> {
-        let values = inputs.iter().map(Tensor::to_tract).collect::<Result<TVec<_>>>()?;
+        let values = inputs
+            .iter()
+            .map(Tensor::to_tract)
+            .collect::<Result<TVec<_>>>()?;
         let outputs = self
             .runnable
             .run(values)
@@ -557,12 +585,21 @@ mod tests {
         assert_eq!(decode_tensors(&enc, 1 << 20).unwrap(), vec![a, b]);
         assert!(decode_tensors(&enc[..enc.len() - 1], 1 << 20).is_err());
         assert!(Tensor::new(ElemType::F32, vec![2, 2], vec![0; 15], 1 << 20).is_err());
-        assert!(Tensor::new(ElemType::F32, vec![u32::MAX, u32::MAX, u32::MAX], vec![], usize::MAX).is_err());
+        assert!(Tensor::new(
+            ElemType::F32,
+            vec![u32::MAX, u32::MAX, u32::MAX],
+            vec![],
+            usize::MAX
+        )
+        .is_err());
         assert!(Tensor::new(ElemType::F32, vec![1024], vec![0; 4096], 4095).is_err());
     }
 
     #[test]
     fn garbage_is_not_onnx() {
-        assert!(matches!(check_onnx(b"not a model"), Err(NnError::Rejected(_))));
+        assert!(matches!(
+            check_onnx(b"not a model"),
+            Err(NnError::Rejected(_))
+        ));
     }
 }

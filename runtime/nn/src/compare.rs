@@ -51,7 +51,10 @@ pub fn compare(expected: &Tensor, found: &Tensor, tol: &Tolerance) -> OutputChec
         }
         check.within = check.argmax_mismatches == 0;
         if !check.within {
-            check.reason = Some(format!("{} rows disagree on argmax", check.argmax_mismatches));
+            check.reason = Some(format!(
+                "{} rows disagree on argmax",
+                check.argmax_mismatches
+            ));
         }
     }
     for (x, y) in a.iter().zip(&b) {

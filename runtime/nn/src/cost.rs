@@ -29,7 +29,12 @@ impl CostModel {
     /// inputs of signature `sig`.
     pub fn cost(&self, digest: &Digest, bytes: &[u8], sig: &Signature) -> Result<u64, NnError> {
         let key = (*digest, sig.clone());
-        if let Some(c) = self.costs.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(c) = self
+            .costs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(*c);
         }
         let model = {
@@ -43,10 +48,7 @@ impl CostModel {
                 }
             }
         };
-        let cost = model
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cost(sig)?;
+        let cost = model.lock().unwrap_or_else(|p| p.into_inner()).cost(sig)?;
         self.costs
             .lock()
             .unwrap_or_else(|p| p.into_inner())

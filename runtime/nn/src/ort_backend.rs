@@ -59,10 +59,21 @@ impl OrtBackend {
         ort::init_from(path.display().to_string())
             .with_name("tally")
             .commit()
-            .map_err(|e| NnError::Plan(format!("cannot start ONNX Runtime from {}: {e}", lib.display())))?;
-        let name = lib.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            .map_err(|e| {
+                NnError::Plan(format!(
+                    "cannot start ONNX Runtime from {}: {e}",
+                    lib.display()
+                ))
+            })?;
+        let name = lib
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(OrtBackend {
-            detail: format!("onnxruntime {name} blake3={} threads=1 opt=basic deterministic", digest.short()),
+            detail: format!(
+                "onnxruntime {name} blake3={} threads=1 opt=basic deterministic",
+                digest.short()
+            ),
         })
     }
 }
@@ -91,9 +102,11 @@ impl Backend for OrtBackend {
             .map_err(err)?;
         if target == ExecutionTarget::Gpu {
             builder = builder
-                .with_execution_providers([ort::execution_providers::CUDAExecutionProvider::default()
-                    .build()
-                    .error_on_failure()])
+                .with_execution_providers([
+                    ort::execution_providers::CUDAExecutionProvider::default()
+                        .build()
+                        .error_on_failure(),
+                ])
                 .map_err(err)?;
         }
         let session = builder.commit_from_memory(bytes).map_err(err)?;
@@ -134,7 +147,9 @@ fn to_ort(t: &Tensor) -> Result<DynValue, NnError> {
 fn from_ort(v: &DynValue, max: usize) -> Result<Tensor, NnError> {
     let err = |e: ort::Error| NnError::Run(format!("ONNX Runtime: {e}"));
     let ValueType::Tensor { ty, .. } = v.dtype() else {
-        return Err(NnError::Run("the graph produced a non-tensor output".into()));
+        return Err(NnError::Run(
+            "the graph produced a non-tensor output".into(),
+        ));
     };
     macro_rules! take {
         ($ty:ty, $elem:expr) => {{
@@ -154,7 +169,11 @@ fn from_ort(v: &DynValue, max: usize) -> Result<Tensor, NnError> {
         TensorElementType::Uint8 => take!(u8, ElemType::U8),
         TensorElementType::Int32 => take!(i32, ElemType::I32),
         TensorElementType::Int64 => take!(i64, ElemType::I64),
-        other => return Err(NnError::Run(format!("the graph produced a {other:?} tensor, which wasi-nn cannot carry"))),
+        other => {
+            return Err(NnError::Run(format!(
+                "the graph produced a {other:?} tensor, which wasi-nn cannot carry"
+            )))
+        }
     })
 }
 

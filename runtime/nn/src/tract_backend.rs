@@ -42,13 +42,21 @@ impl Backend for TractBackend {
         BackendKind::Tract
     }
     fn detail(&self) -> String {
-        format!("tract-onnx 0.23.9 {} isa={}", std::env::consts::ARCH, self.isa)
+        format!(
+            "tract-onnx 0.23.9 {} isa={}",
+            std::env::consts::ARCH,
+            self.isa
+        )
     }
     fn load(&self, bytes: &[u8], target: ExecutionTarget) -> Result<Arc<dyn LoadedGraph>, NnError> {
         if target != ExecutionTarget::Cpu {
-            return Err(NnError::Plan(format!("tract runs on the CPU only, not {target:?}")));
+            return Err(NnError::Plan(format!(
+                "tract runs on the CPU only, not {target:?}"
+            )));
         }
-        Ok(Arc::new(TractGraph(Mutex::new(Model::load(bytes, MAX_PLANS)?))))
+        Ok(Arc::new(TractGraph(Mutex::new(Model::load(
+            bytes, MAX_PLANS,
+        )?))))
     }
 }
 

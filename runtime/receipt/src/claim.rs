@@ -256,7 +256,9 @@ pub fn compare(expected: &Claim, found: &Claim) -> Vec<Mismatch> {
     let b = serde_json::to_value(found).expect("claims serialize");
     let mut out = Vec::new();
     diff("", &a, &b, &mut out);
-    out.retain(|m| !(m.field == "engine.target" || m.field == "backend" || m.field.starts_with("backend.")));
+    out.retain(|m| {
+        !(m.field == "engine.target" || m.field == "backend" || m.field.starts_with("backend."))
+    });
     out
 }
 

@@ -79,7 +79,11 @@ impl Verdict {
         let _ = writeln!(
             s,
             "{}: claim {} (sealed by host {})",
-            if self.verified { "verified" } else { "NOT verified" },
+            if self.verified {
+                "verified"
+            } else {
+                "NOT verified"
+            },
             self.claim,
             self.host_key
         );
@@ -169,7 +173,14 @@ impl InferenceCheck {
     }
 
     /// Adds the comparison of compute number `call`.
-    pub fn add(&mut self, call: u64, max_abs: f64, max_rel: f64, within: bool, reason: Option<String>) {
+    pub fn add(
+        &mut self,
+        call: u64,
+        max_abs: f64,
+        max_rel: f64,
+        within: bool,
+        reason: Option<String>,
+    ) {
         self.calls += 1;
         self.max_abs = self.max_abs.max(max_abs);
         self.max_rel = self.max_rel.max(max_rel);
@@ -193,7 +204,11 @@ impl InferenceCheck {
             self.calls,
             self.max_abs,
             self.max_rel,
-            if self.within { "within tolerance" } else { "OUT OF TOLERANCE" }
+            if self.within {
+                "within tolerance"
+            } else {
+                "OUT OF TOLERANCE"
+            }
         );
         if let Some((call, why)) = &self.first_failure {
             s.push_str(&format!("; first at compute #{call}: {why}"));

@@ -41,14 +41,21 @@ fn audio() -> Vec<f32> {
             x ^= x >> 17;
             x ^= x << 5;
             let noise = (x as f32 / u32::MAX as f32 - 0.5) * 0.05;
-            let burst = if (i / RATE) % 2 == 0 { (i as f32 * 0.07).sin() * 0.3 } else { 0.0 };
+            let burst = if (i / RATE) % 2 == 0 {
+                (i as f32 * 0.07).sin() * 0.3
+            } else {
+                0.0
+            };
             noise + burst
         })
         .collect()
 }
 
 fn wav(samples: &[f32]) -> Vec<u8> {
-    let data: Vec<u8> = samples.iter().flat_map(|s| ((s * 32767.0) as i16).to_le_bytes()).collect();
+    let data: Vec<u8> = samples
+        .iter()
+        .flat_map(|s| ((s * 32767.0) as i16).to_le_bytes())
+        .collect();
     let mut w = b"RIFF".to_vec();
     w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
     w.extend_from_slice(b"WAVEfmt ");
@@ -71,7 +78,13 @@ fn wav(samples: &[f32]) -> Vec<u8> {
 }
 
 fn f32s(ty_dims: &[u32], v: &[f32]) -> Tensor {
-    Tensor::new(ElemType::F32, ty_dims.to_vec(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), 1 << 30).unwrap()
+    Tensor::new(
+        ElemType::F32,
+        ty_dims.to_vec(),
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        1 << 30,
+    )
+    .unwrap()
 }
 
 /// The `vad-probs` loop, natively, on `backend`'s engine.
@@ -83,14 +96,19 @@ fn native_vad(sb: &Sandbox, graph: &[u8], samples: &[f32]) {
         input.copy_within(512.., 0);
         input[64..].fill(0.0);
         input[64..64 + chunk.len()].copy_from_slice(chunk);
-        let out = g.run(&[f32s(&[1, 576], &input), state.clone()], 1 << 20).unwrap();
+        let out = g
+            .run(&[f32s(&[1, 576], &input), state.clone()], 1 << 20)
+            .unwrap();
         state = out[1].clone();
         std::hint::black_box(&out[0]);
     }
 }
 
 fn main() {
-    let iters: usize = std::env::var("TALLY_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let iters: usize = std::env::var("TALLY_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     let graph = asset("silero_vad_openvino_16k.onnx");
     let samples = audio();
     let input = wav(&samples);
@@ -102,11 +120,27 @@ fn main() {
     let mut ort = OrtConfig::default();
     ort.library = assets_dir().join("libonnxruntime.so.1.31.1");
 
-    println!("silero VAD, 10 s of audio, {} inferences; median of {iters}", samples.len().div_ceil(512));
-    println!("{:<12} {:>12} {:>12} {:>8} {:>14}", "backend", "native loop", "sandbox", "ratio", "fuel");
+    println!(
+        "silero VAD, 10 s of audio, {} inferences; median of {iters}",
+        samples.len().div_ceil(512)
+    );
+    println!(
+        "{:<12} {:>12} {:>12} {:>8} {:>14}",
+        "backend", "native loop", "sandbox", "ratio", "fuel"
+    );
     let mut natives = Vec::new();
-    for kind in [BackendKind::Portable, BackendKind::Tract, BackendKind::OnnxRuntime] {
-        let sb = Sandbox::new(SandboxConfig::default().pooling(true).backend(kind).ort(ort.clone())).unwrap();
+    for kind in [
+        BackendKind::Portable,
+        BackendKind::Tract,
+        BackendKind::OnnxRuntime,
+    ] {
+        let sb = Sandbox::new(
+            SandboxConfig::default()
+                .pooling(true)
+                .backend(kind)
+                .ort(ort.clone()),
+        )
+        .unwrap();
         let native = median(|| native_vad(&sb, &graph, &samples), iters);
         let mut fuel = 0;
         let sandboxed = median(
@@ -129,7 +163,11 @@ fn main() {
     }
     let tract = natives[1].1.as_secs_f64();
     for (kind, t) in &natives {
-        println!("{:<12} native loop {:.2}x native tract", kind.name(), t.as_secs_f64() / tract);
+        println!(
+            "{:<12} native loop {:.2}x native tract",
+            kind.name(),
+            t.as_secs_f64() / tract
+        );
     }
 
     println!("\nPP-OCRv4 det on native tract: fuel charged vs wall time");
@@ -138,12 +176,20 @@ fn main() {
     let g = sb.backend().load(&det, ExecutionTarget::Cpu).unwrap();
     let costs = tally_nn::CostModel::new();
     let digest = tally_digest::Digest::of(&det);
-    println!("{:<10} {:>14} {:>10} {:>14}", "input", "fuel", "ms", "fuel per µs");
+    println!(
+        "{:<10} {:>14} {:>10} {:>14}",
+        "input", "fuel", "ms", "fuel per µs"
+    );
     for side in [320u32, 480, 640] {
         let dims = [1, 3, side, side];
         let x = f32s(&dims, &vec![0.5; (3 * side * side) as usize]);
-        let cost = costs.cost(&digest, &det, &vec![(ElemType::F32, dims.to_vec())]).unwrap();
-        let t = median(|| drop(g.run(std::slice::from_ref(&x), 1 << 30).unwrap()), iters.min(5));
+        let cost = costs
+            .cost(&digest, &det, &vec![(ElemType::F32, dims.to_vec())])
+            .unwrap();
+        let t = median(
+            || drop(g.run(std::slice::from_ref(&x), 1 << 30).unwrap()),
+            iters.min(5),
+        );
         println!(
             "{:<10} {:>14} {:>10.1} {:>14.0}",
             format!("{side}x{side}"),

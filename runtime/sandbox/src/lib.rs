@@ -258,11 +258,12 @@ impl Sandbox {
             reason,
         };
         let backend: Arc<dyn tally_nn::Backend> = match config.backend {
-            BackendKind::Portable => Arc::new(
-                portable::PortableBackend::new(config.cache_dir.as_deref()).map_err(fail)?,
-            ),
+            BackendKind::Portable => {
+                Arc::new(portable::PortableBackend::new(config.cache_dir.as_deref()).map_err(fail)?)
+            }
             BackendKind::Tract => Arc::new(
-                tally_nn::TractBackend::new(config.tract_generic).map_err(|e| fail(e.to_string()))?,
+                tally_nn::TractBackend::new(config.tract_generic)
+                    .map_err(|e| fail(e.to_string()))?,
             ),
             BackendKind::OnnxRuntime => {
                 Arc::new(tally_nn::OrtBackend::new(&config.ort).map_err(|e| fail(e.to_string()))?)

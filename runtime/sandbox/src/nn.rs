@@ -65,7 +65,12 @@ pub(crate) struct NnShared {
 
 impl NnShared {
     fn load(&self, src: &GraphSource) -> Result<Arc<dyn LoadedGraph>, NnError> {
-        if let Some(g) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&src.digest) {
+        if let Some(g) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&src.digest)
+        {
             return Ok(g.clone());
         }
         let g = guard(|| self.backend.load(&src.bytes, src.target))?;
@@ -220,10 +225,13 @@ fn finish(
             (errno, vec![errno as i64], None, Some(why))
         }
     };
-    caller
-        .data_mut()
-        .rec
-        .push(&format!("{NN_MODULE}.{func}"), params, results, data, detail);
+    caller.data_mut().rec.push(
+        &format!("{NN_MODULE}.{func}"),
+        params,
+        results,
+        data,
+        detail,
+    );
     errno
 }
 
@@ -251,7 +259,8 @@ fn load_by_name(mut caller: Caller<'_, StoreData>, name_ptr: i32, name_len: i32,
     let result = (|| {
         let raw = read(&mut caller, name_ptr as u32, name_len as u32)
             .map_err(|e| (e, "the name is out of bounds".to_string()))?;
-        let name = String::from_utf8(raw).map_err(|_| (INVALID_ARGUMENT, "the name is not UTF-8".to_string()))?;
+        let name = String::from_utf8(raw)
+            .map_err(|_| (INVALID_ARGUMENT, "the name is not UTF-8".to_string()))?;
         let nn = &caller.data().nn;
         if !nn.granted.contains(&name) {
             return Err((
@@ -260,7 +269,10 @@ fn load_by_name(mut caller: Caller<'_, StoreData>, name_ptr: i32, name_len: i32,
             ));
         }
         if nn.live.len() >= NN_MAX_GRAPHS {
-            return Err((BUSY, format!("a stage may load at most {NN_MAX_GRAPHS} graphs")));
+            return Err((
+                BUSY,
+                format!("a stage may load at most {NN_MAX_GRAPHS} graphs"),
+            ));
         }
         let src = &nn.graphs[&name];
         let digest = src.digest;
@@ -269,7 +281,11 @@ fn load_by_name(mut caller: Caller<'_, StoreData>, name_ptr: i32, name_len: i32,
             .load(src)
             .map_err(|e| (RUNTIME_ERROR, format!("loading graph `{name}`: {e}")))?;
         let nn = &mut caller.data_mut().nn;
-        nn.live.push(LiveGraph { name: name.clone(), digest, graph });
+        nn.live.push(LiveGraph {
+            name: name.clone(),
+            digest,
+            graph,
+        });
         let handle = (nn.live.len() - 1) as u32;
         write(&mut caller, out as u32, &handle.to_le_bytes())
             .map_err(|e| (e, "the graph handle pointer is out of bounds".to_string()))?;
@@ -286,7 +302,10 @@ fn init_execution_context(mut caller: Caller<'_, StoreData>, graph: i32, out: i3
             return Err((INVALID_ARGUMENT, format!("no graph with handle {graph}")));
         }
         if nn.contexts.len() >= NN_MAX_CONTEXTS {
-            return Err((BUSY, format!("a stage may create at most {NN_MAX_CONTEXTS} execution contexts")));
+            return Err((
+                BUSY,
+                format!("a stage may create at most {NN_MAX_CONTEXTS} execution contexts"),
+            ));
         }
         nn.contexts.push(Context {
             graph: graph as usize,
@@ -310,8 +329,13 @@ fn set_input(mut caller: Caller<'_, StoreData>, ctx: i32, index: i32, tensor: i3
     let result = (|| {
         let oob = |e| (e, "the tensor descriptor is out of bounds".to_string());
         let desc = read(&mut caller, tensor as u32, 20).map_err(oob)?;
-        let (dims_ptr, rank, code, data_ptr, data_len) =
-            (u32_at(&desc, 0), u32_at(&desc, 4), desc[8], u32_at(&desc, 12), u32_at(&desc, 16));
+        let (dims_ptr, rank, code, data_ptr, data_len) = (
+            u32_at(&desc, 0),
+            u32_at(&desc, 4),
+            desc[8],
+            u32_at(&desc, 12),
+            u32_at(&desc, 16),
+        );
         let ty = ElemType::from_code(code)
             .ok_or_else(|| (INVALID_ARGUMENT, format!("unknown tensor type {code}")))?;
         if rank > 16 {
@@ -327,7 +351,10 @@ fn set_input(mut caller: Caller<'_, StoreData>, ctx: i32, index: i32, tensor: i3
             _ => {
                 return Err((
                     TOO_LARGE,
-                    format!("{}{dims:?} exceeds the tensor cap of {NN_MAX_TENSOR_BYTES} bytes", ty.name()),
+                    format!(
+                        "{}{dims:?} exceeds the tensor cap of {NN_MAX_TENSOR_BYTES} bytes",
+                        ty.name()
+                    ),
                 ))
             }
         }
@@ -344,7 +371,10 @@ fn set_input(mut caller: Caller<'_, StoreData>, ctx: i32, index: i32, tensor: i3
             .ok_or_else(|| (INVALID_ARGUMENT, format!("no execution context {ctx}")))?;
         let i = index as u32 as usize;
         if i >= 64 {
-            return Err((INVALID_ARGUMENT, format!("input index {index} is out of range")));
+            return Err((
+                INVALID_ARGUMENT,
+                format!("input index {index} is out of range"),
+            ));
         }
         if c.inputs.len() <= i {
             c.inputs.resize(i + 1, None);
@@ -371,13 +401,20 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
             .inputs
             .iter()
             .enumerate()
-            .map(|(i, t)| t.clone().ok_or_else(|| (INVALID_ARGUMENT, format!("input {i} was not set"))))
+            .map(|(i, t)| {
+                t.clone()
+                    .ok_or_else(|| (INVALID_ARGUMENT, format!("input {i} was not set")))
+            })
             .collect::<Result<_, _>>()?;
         let live = &nn.live[c.graph];
         let sig = inputs.iter().map(|t| (t.ty(), t.dims().to_vec())).collect();
         let src = &nn.graphs[&live.name];
-        let cost = guard(|| nn.shared.costs.cost(&live.digest, &src.bytes, &sig))
-            .map_err(|e| (RUNTIME_ERROR, format!("graph `{}` rejects these inputs: {e}", live.name)))?;
+        let cost = guard(|| nn.shared.costs.cost(&live.digest, &src.bytes, &sig)).map_err(|e| {
+            (
+                RUNTIME_ERROR,
+                format!("graph `{}` rejects these inputs: {e}", live.name),
+            )
+        })?;
         Ok((inputs, cost, live.name.clone(), live.graph.clone()))
     })();
     let (inputs, cost, name, graph) = match prepared {
@@ -404,7 +441,11 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
     let nn = &mut caller.data_mut().nn;
     let ordinal = nn.computes;
     nn.computes += 1;
-    let outputs = match nn.recorded.as_ref().map(|r| r.get(ordinal).cloned().flatten()) {
+    let outputs = match nn
+        .recorded
+        .as_ref()
+        .map(|r| r.get(ordinal).cloned().flatten())
+    {
         None => computed.map_err(|e| (RUNTIME_ERROR, format!("graph `{name}`: {e}"))),
         Some(recorded) => {
             let recorded = recorded.unwrap_or_default();
@@ -415,11 +456,22 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
                 let entry = nn
                     .checks
                     .entry((name.clone(), i as u32))
-                    .or_insert_with(|| InferenceCheck::new(&name, i as u32, tol.abs, tol.rel, tol.argmax));
-                match (recorded.get(i), computed.as_ref().ok().and_then(|c| c.get(i))) {
+                    .or_insert_with(|| {
+                        InferenceCheck::new(&name, i as u32, tol.abs, tol.rel, tol.argmax)
+                    });
+                match (
+                    recorded.get(i),
+                    computed.as_ref().ok().and_then(|c| c.get(i)),
+                ) {
                     (Some(r), Some(c)) => {
                         let check = compare(r, c, &tol);
-                        entry.add(ordinal as u64, check.max_abs, check.max_rel, check.within, check.reason);
+                        entry.add(
+                            ordinal as u64,
+                            check.max_abs,
+                            check.max_rel,
+                            check.within,
+                            check.reason,
+                        );
                     }
                     (r, _) => entry.add(
                         ordinal as u64,
@@ -447,7 +499,11 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
             digest,
         });
         nn.contexts[ctx as u32 as usize].outputs = Some(outputs);
-        (Vec::new(), Some(digest), Some(format!("{name} cost={cost}")))
+        (
+            Vec::new(),
+            Some(digest),
+            Some(format!("{name} cost={cost}")),
+        )
     });
     Ok(finish(&mut caller, "compute", params, result))
 }
@@ -467,24 +523,43 @@ fn get_output(
             .contexts
             .get(ctx as u32 as usize)
             .ok_or_else(|| (INVALID_ARGUMENT, format!("no execution context {ctx}")))?;
-        let outputs = c
-            .outputs
-            .as_ref()
-            .ok_or_else(|| (INVALID_ARGUMENT, "compute has not run on this context".to_string()))?;
-        let t = outputs
-            .get(index as u32 as usize)
-            .ok_or_else(|| (INVALID_ARGUMENT, format!("the graph has {} outputs, not {}", outputs.len(), index + 1)))?;
+        let outputs = c.outputs.as_ref().ok_or_else(|| {
+            (
+                INVALID_ARGUMENT,
+                "compute has not run on this context".to_string(),
+            )
+        })?;
+        let t = outputs.get(index as u32 as usize).ok_or_else(|| {
+            (
+                INVALID_ARGUMENT,
+                format!("the graph has {} outputs, not {}", outputs.len(), index + 1),
+            )
+        })?;
         if t.data().len() > max as u32 as usize {
             return Err((
                 TOO_LARGE,
-                format!("output {index} ({}) needs {} bytes, the buffer holds {}", describe(t), t.data().len(), max as u32),
+                format!(
+                    "output {index} ({}) needs {} bytes, the buffer holds {}",
+                    describe(t),
+                    t.data().len(),
+                    max as u32
+                ),
             ));
         }
         let (bytes, detail) = (t.data().to_vec(), describe(t));
-        write(&mut caller, out as u32, &bytes).map_err(|e| (e, "the output buffer is out of bounds".to_string()))?;
-        write(&mut caller, written as u32, &(bytes.len() as u32).to_le_bytes())
-            .map_err(|e| (e, "the size pointer is out of bounds".to_string()))?;
-        Ok((vec![bytes.len() as i64], Some(Digest::of(&bytes)), Some(detail)))
+        write(&mut caller, out as u32, &bytes)
+            .map_err(|e| (e, "the output buffer is out of bounds".to_string()))?;
+        write(
+            &mut caller,
+            written as u32,
+            &(bytes.len() as u32).to_le_bytes(),
+        )
+        .map_err(|e| (e, "the size pointer is out of bounds".to_string()))?;
+        Ok((
+            vec![bytes.len() as i64],
+            Some(Digest::of(&bytes)),
+            Some(detail),
+        ))
     })();
     finish(&mut caller, "get_output", params, result)
 }

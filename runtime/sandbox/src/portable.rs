@@ -15,8 +15,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tally_digest::Digest;
 use tally_manifest::ExecutionTarget;
-use tally_nn::{decode_tensors, encode_tensors, Backend, BackendKind, LoadedGraph, NnError, Tensor};
-use wasmtime::{Config, Engine, Instance, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
+use tally_nn::{
+    decode_tensors, encode_tensors, Backend, BackendKind, LoadedGraph, NnError, Tensor,
+};
+use wasmtime::{
+    Config, Engine, Instance, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
+    TypedFunc,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -92,7 +97,11 @@ fn compile(engine: &Engine, digest: &Digest, cache_dir: Option<&Path>) -> Result
     let path = cache_dir.map(|d| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
-        d.join(format!("portable-{}-{:016x}.cwasm", digest, std::hash::Hasher::finish(&h)))
+        d.join(format!(
+            "portable-{}-{:016x}.cwasm",
+            digest,
+            std::hash::Hasher::finish(&h)
+        ))
     });
     if let Some(p) = &path {
         if p.exists() {
@@ -103,7 +112,8 @@ fn compile(engine: &Engine, digest: &Digest, cache_dir: Option<&Path>) -> Result
             }
         }
     }
-    let module = Module::new(engine, tally_portable_module::WASM).map_err(|e| format!("compiling the portable backend: {e:#}"))?;
+    let module = Module::new(engine, tally_portable_module::WASM)
+        .map_err(|e| format!("compiling the portable backend: {e:#}"))?;
     if let (Some(p), Ok(bytes)) = (&path, module.serialize()) {
         if let Some(dir) = p.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -121,11 +131,16 @@ impl Backend for PortableBackend {
         BackendKind::Portable
     }
     fn detail(&self) -> String {
-        format!("tract-onnx 0.23.9 wasm32-wasip1+simd128 module={}", self.digest)
+        format!(
+            "tract-onnx 0.23.9 wasm32-wasip1+simd128 module={}",
+            self.digest
+        )
     }
     fn load(&self, bytes: &[u8], target: ExecutionTarget) -> Result<Arc<dyn LoadedGraph>, NnError> {
         if target != ExecutionTarget::Cpu {
-            return Err(NnError::Plan(format!("the portable backend runs on the CPU only, not {target:?}")));
+            return Err(NnError::Plan(format!(
+                "the portable backend runs on the CPU only, not {target:?}"
+            )));
         }
         let c = self.compiled()?;
         let graph = PortableGraph {
@@ -167,7 +182,8 @@ fn werr(e: wasmtime::Error) -> NnError {
 
 impl PInstance {
     fn put(&mut self, bytes: &[u8]) -> Result<u32, NnError> {
-        let len = u32::try_from(bytes.len()).map_err(|_| NnError::BadTensor("more than 4 GiB of input".into()))?;
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| NnError::BadTensor("more than 4 GiB of input".into()))?;
         let ptr = self.alloc.call(&mut self.store, len).map_err(werr)?;
         self.memory
             .write(&mut self.store, ptr as usize, bytes)
@@ -182,7 +198,9 @@ impl PInstance {
             .data(&self.store)
             .get(ptr..ptr + len)
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| NnError::Run("the portable backend returned an out-of-bounds result".into()))
+            .ok_or_else(|| {
+                NnError::Run("the portable backend returned an out-of-bounds result".into())
+            })
     }
 }
 
@@ -205,7 +223,10 @@ impl PortableGraph {
             .build();
         let mut store = Store::new(&self.engine, PData { wasi, limits });
         store.limiter(|d| &mut d.limits);
-        let instance: Instance = self.linker.instantiate(&mut store, &self.module).map_err(werr)?;
+        let instance: Instance = self
+            .linker
+            .instantiate(&mut store, &self.module)
+            .map_err(werr)?;
         let get = |store: &mut Store<PData>, name: &str| {
             instance
                 .get_export(&mut *store, name)
@@ -229,9 +250,13 @@ impl PortableGraph {
             store,
             handle: -1,
         };
-        let load: TypedFunc<(u32, u32), i32> = instance.get_typed_func(&mut inst.store, "tally_load").map_err(werr)?;
+        let load: TypedFunc<(u32, u32), i32> = instance
+            .get_typed_func(&mut inst.store, "tally_load")
+            .map_err(werr)?;
         let ptr = inst.put(&self.bytes)?;
-        let handle = load.call(&mut inst.store, (ptr, self.bytes.len() as u32)).map_err(werr)?;
+        let handle = load
+            .call(&mut inst.store, (ptr, self.bytes.len() as u32))
+            .map_err(werr)?;
         inst.free
             .call(&mut inst.store, (ptr, self.bytes.len() as u32))
             .map_err(werr)?;
@@ -256,7 +281,10 @@ impl LoadedGraph for PortableGraph {
         let max = u32::try_from(max_output_bytes).unwrap_or(u32::MAX);
         let status = inst
             .run
-            .call(&mut inst.store, (inst.handle, ptr, encoded.len() as u32, max))
+            .call(
+                &mut inst.store,
+                (inst.handle, ptr, encoded.len() as u32, max),
+            )
             .map_err(werr)?;
         inst.free
             .call(&mut inst.store, (ptr, encoded.len() as u32))

@@ -259,7 +259,9 @@ impl Sandbox {
                 &stderr,
                 &mut views,
             )?;
-            let mut nn = nn_run.take().expect("the run's wasi-nn state is between stages");
+            let mut nn = nn_run
+                .take()
+                .expect("the run's wasi-nn state is between stages");
             nn.start_stage(&stage.graphs);
             let mut data = StoreData {
                 nn,

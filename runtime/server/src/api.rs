@@ -465,8 +465,13 @@ fn execute_run(
     };
     let receipt = Receipt::seal(result.claim.clone(), &s.key, metadata);
     s.store.put_blob(&result.output)?;
-    let computes: Vec<&[u8]> = result.computes.iter().map(|c| c.encoded.as_slice()).collect();
-    s.store.put_receipt(&receipt, &result.transcript, &computes)?;
+    let computes: Vec<&[u8]> = result
+        .computes
+        .iter()
+        .map(|c| c.encoded.as_slice())
+        .collect();
+    s.store
+        .put_receipt(&receipt, &result.transcript, &computes)?;
     let outcome = result.claim.outcome.clone();
     let kind = serde_json::to_value(&outcome)
         .ok()

@@ -289,7 +289,7 @@ async fn every_error_class_has_its_status_and_code() {
     // that reused it would fail its next request.
     assert_eq!(r.headers()["connection"], "close");
     assert_eq!(code(&r.json().await.unwrap()), "too_large");
-        // 404: unknown package, receipt and route, all as JSON.
+    // 404: unknown package, receipt and route, all as JSON.
     let r = authed(json!({ "package_id": Digest::of(b"none").to_string(), "input": "" }))
         .await
         .unwrap();

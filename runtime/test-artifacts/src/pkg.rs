@@ -66,7 +66,8 @@ impl Pkg {
     /// Adds graph `name` from file `path` with `bytes`, and extra TOML lines
     /// for its table (e.g. `tolerance = { abs = 1e-3 }`).
     pub fn graph(mut self, name: &str, path: &str, bytes: Vec<u8>, extra: &str) -> Self {
-        self.graphs.push((name.into(), path.into(), bytes, extra.into()));
+        self.graphs
+            .push((name.into(), path.into(), bytes, extra.into()));
         self
     }
 
@@ -155,7 +156,6 @@ pub fn assets_dir() -> std::path::PathBuf {
 /// The bytes of asset `name`; panics with how to fetch it when missing.
 pub fn asset(name: &str) -> Vec<u8> {
     let path = assets_dir().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run scripts/fetch-assets.sh first", path.display())
-    })
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/fetch-assets.sh first", path.display()))
 }

@@ -8,7 +8,8 @@ use wasi_nn::{ExecutionTarget, GraphBuilder, GraphEncoding, TensorType};
 
 fn main() {
     let wav = read_input();
-    let reader = hound::WavReader::new(Cursor::new(wav)).unwrap_or_else(|e| fail(2, &format!("not a WAV file: {e}")));
+    let reader = hound::WavReader::new(Cursor::new(wav))
+        .unwrap_or_else(|e| fail(2, &format!("not a WAV file: {e}")));
     let spec = reader.spec();
     if spec.sample_rate != SAMPLE_RATE || spec.channels != 1 {
         fail(
@@ -25,7 +26,10 @@ fn main() {
             .map(|s| s.map(|v| v as f32 / 32768.0))
             .collect::<Result<_, _>>(),
         (hound::SampleFormat::Float, 32) => reader.into_samples::<f32>().collect::<Result<_, _>>(),
-        (f, b) => fail(2, &format!("unsupported sample format {f:?} {b}-bit; use 16-bit PCM or 32-bit float")),
+        (f, b) => fail(
+            2,
+            &format!("unsupported sample format {f:?} {b}-bit; use 16-bit PCM or 32-bit float"),
+        ),
     }
     .unwrap_or_else(|e| fail(2, &format!("bad WAV data: {e}")));
 

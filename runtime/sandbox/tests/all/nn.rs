@@ -74,7 +74,10 @@ fn speech_sample() -> &'static (Vec<u8>, Vec<(u64, u64)>) {
     SAMPLE.get_or_init(|| {
         let mut audio = vec![0.0f32; RATE * 7 / 10];
         let mut truth = Vec::new();
-        for words in ["Verifiable inference for everyone.", "Receipts can be replayed anywhere."] {
+        for words in [
+            "Verifiable inference for everyone.",
+            "Receipts can be replayed anywhere.",
+        ] {
             let s = speak(words);
             // Truth: first and last sample louder than -60 dBFS (espeak-ng
             // writes exact silence around an utterance).
@@ -116,7 +119,10 @@ fn segments(r: &RunResult) -> Vec<(u64, u64)> {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["start_ms"].as_u64().unwrap(), v["end_ms"].as_u64().unwrap())
+            (
+                v["start_ms"].as_u64().unwrap(),
+                v["end_ms"].as_u64().unwrap(),
+            )
         })
         .collect()
 }
@@ -135,7 +141,9 @@ fn assert_segments_match_truth(found: &[(u64, u64)], truth: &[(u64, u64)]) {
 pub fn vad_probs() {
     // The whole pipeline on the default (portable) backend.
     let (input, truth) = speech_sample();
-    let r = sandbox(BackendKind::Portable).run(&vad_package(), &RunRequest::new(input)).unwrap();
+    let r = sandbox(BackendKind::Portable)
+        .run(&vad_package(), &RunRequest::new(input))
+        .unwrap();
     assert_segments_match_truth(&segments(&r), truth);
     assert_eq!(r.claim.backend.kind, "portable");
     // Every window is an inference, each in the transcript and recorded.
@@ -153,10 +161,14 @@ pub fn vad_segments() {
     // (the cost model does not depend on the backend).
     let (input, truth) = speech_sample();
     let pkg = vad_package();
-    let runs: Vec<RunResult> = [BackendKind::Portable, BackendKind::Tract, BackendKind::OnnxRuntime]
-        .into_iter()
-        .map(|k| sandbox(k).run(&pkg, &RunRequest::new(input)).unwrap())
-        .collect();
+    let runs: Vec<RunResult> = [
+        BackendKind::Portable,
+        BackendKind::Tract,
+        BackendKind::OnnxRuntime,
+    ]
+    .into_iter()
+    .map(|k| sandbox(k).run(&pkg, &RunRequest::new(input)).unwrap())
+    .collect();
     let first = segments(&runs[0]);
     assert_segments_match_truth(&first, truth);
     for r in &runs[1..] {
@@ -170,20 +182,36 @@ pub fn vad_segments() {
 fn receipts_replay_across_backends_within_tolerance() {
     let (input, _) = speech_sample();
     let pkg = vad_package();
-    let kinds = [BackendKind::Portable, BackendKind::Tract, BackendKind::OnnxRuntime];
+    let kinds = [
+        BackendKind::Portable,
+        BackendKind::Tract,
+        BackendKind::OnnxRuntime,
+    ];
     let boxes: Vec<Sandbox> = kinds.iter().map(|&k| sandbox(k)).collect();
     for (i, host) in boxes.iter().enumerate() {
         let original = host.run(&pkg, &RunRequest::new(input)).unwrap();
-        let recorded: Vec<Vec<u8>> = original.computes.iter().map(|c| c.encoded.clone()).collect();
+        let recorded: Vec<Vec<u8>> = original
+            .computes
+            .iter()
+            .map(|c| c.encoded.clone())
+            .collect();
         for (j, verifier) in boxes.iter().enumerate() {
             let replay = verifier
                 .replay(&pkg, &original.claim, input, Some(&recorded))
                 .unwrap();
             let mismatches = tally_receipt::compare(&original.claim, &replay.claim);
-            assert!(mismatches.is_empty(), "{:?} on {:?}: {mismatches:?}", kinds[i], kinds[j]);
+            assert!(
+                mismatches.is_empty(),
+                "{:?} on {:?}: {mismatches:?}",
+                kinds[i],
+                kinds[j]
+            );
             assert_eq!(replay.transcript.root(), original.transcript.root());
             if i == j {
-                assert!(replay.inference.is_empty(), "same backend: bit-exact, nothing to compare");
+                assert!(
+                    replay.inference.is_empty(),
+                    "same backend: bit-exact, nothing to compare"
+                );
             } else {
                 assert_eq!(replay.inference.len(), 2, "two outputs compared");
                 for c in &replay.inference {
@@ -201,10 +229,20 @@ fn tampered_recorded_outputs_are_out_of_tolerance_and_change_the_transcript() {
     let pkg = vad_package();
     let host = sandbox(BackendKind::Tract);
     let original = host.run(&pkg, &RunRequest::new(input)).unwrap();
-    let mut recorded: Vec<Vec<u8>> = original.computes.iter().map(|c| c.encoded.clone()).collect();
+    let mut recorded: Vec<Vec<u8>> = original
+        .computes
+        .iter()
+        .map(|c| c.encoded.clone())
+        .collect();
     // Compute #5 is in the leading silence: claim it heard speech.
     let mut t = tally_nn::decode_tensors(&recorded[5], 1 << 20).unwrap();
-    let p = tally_nn::Tensor::new(t[0].ty(), t[0].dims().to_vec(), 1f32.to_le_bytes().to_vec(), 1 << 20).unwrap();
+    let p = tally_nn::Tensor::new(
+        t[0].ty(),
+        t[0].dims().to_vec(),
+        1f32.to_le_bytes().to_vec(),
+        1 << 20,
+    )
+    .unwrap();
     t[0] = p;
     recorded[5] = tally_nn::encode_tensors(&t);
     let replay = sandbox(BackendKind::Portable)
@@ -225,14 +263,20 @@ fn inference_fuel_is_charged_before_the_call_and_exhaustion_is_receipted() {
     let computes = full.computes.len() as u64;
     // Enough for the guest's instructions but not for all its inferences.
     let r = sb
-        .run(&pkg, &RunRequest::new(input).fuel(Some(full.claim.fuel_consumed / 2)))
+        .run(
+            &pkg,
+            &RunRequest::new(input).fuel(Some(full.claim.fuel_consumed / 2)),
+        )
         .unwrap();
     assert_limit(&r, "fuel");
     assert!((r.computes.len() as u64) < computes);
     let refused = r.transcript.calls().last().unwrap();
     assert!(
-        r.transcript.calls().iter().any(|c| c.func == "wasi_ephemeral_nn.compute"
-            && c.detail.as_deref().is_some_and(|d| d.contains("left"))),
+        r.transcript
+            .calls()
+            .iter()
+            .any(|c| c.func == "wasi_ephemeral_nn.compute"
+                && c.detail.as_deref().is_some_and(|d| d.contains("left"))),
         "the unaffordable compute is in the transcript; last call {refused:?}"
     );
 }
@@ -241,10 +285,17 @@ fn inference_fuel_is_charged_before_the_call_and_exhaustion_is_receipted() {
 pub fn nn_abuse() {
     let pkg = Pkg::new()
         .graph("vad", "vad.onnx", asset("silero_vad_openvino_16k.onnx"), "")
-        .graph("other", "other.onnx", asset("silero_vad_openvino_16k.onnx"), "")
+        .graph(
+            "other",
+            "other.onnx",
+            asset("silero_vad_openvino_16k.onnx"),
+            "",
+        )
         .guest_stage("nn-abuse", "graphs = [\"vad\"]")
         .build();
-    let r = sandbox(BackendKind::Tract).run(&pkg, &RunRequest::new(b"")).unwrap();
+    let r = sandbox(BackendKind::Tract)
+        .run(&pkg, &RunRequest::new(b""))
+        .unwrap();
     assert_eq!(r.claim.outcome, Outcome::Ok, "{:?}", r.stderr);
     let got: std::collections::BTreeMap<String, i32> = text(&r)
         .lines()
@@ -299,8 +350,12 @@ fn graphs_break_the_onnx_policy_at_load() {
         .guest_stage("vad-probs", "graphs = [\"vad\"]")
         .build();
     let (input, _) = speech_sample();
-    let r = sandbox(BackendKind::Portable).run(&pkg, &RunRequest::new(input)).unwrap();
-    assert!(matches!(r.claim.outcome, Outcome::Exit { code: 4, .. }), "{:?}", r.claim.outcome);
+    let r = sandbox(BackendKind::Portable)
+        .run(&pkg, &RunRequest::new(input))
+        .unwrap();
+    assert!(
+        matches!(r.claim.outcome, Outcome::Exit { code: 4, .. }),
+        "{:?}",
+        r.claim.outcome
+    );
 }
-
-
