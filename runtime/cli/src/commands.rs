@@ -431,13 +431,16 @@ pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A run's output, receipt, transcript and recorded inference outputs.
+type RunOutput = (Vec<u8>, Receipt, Transcript, Vec<Vec<u8>>);
+
 /// Runs in this process, seals with the host key, stores the receipt.
 fn run_locally(
     a: &RunArgs,
     store_dir: &Path,
     input: &[u8],
     seed: Option<Digest>,
-) -> Result<(Vec<u8>, Receipt, Transcript, Vec<Vec<u8>>)> {
+) -> Result<RunOutput> {
     let package = load_package(&a.package, store_dir)?;
     let key = host_key(a.key.as_ref(), store_dir)?;
     let sandbox = sandbox(store_dir, a.target, &a.nn)?;

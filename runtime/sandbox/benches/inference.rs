@@ -41,7 +41,7 @@ fn audio() -> Vec<f32> {
             x ^= x >> 17;
             x ^= x << 5;
             let noise = (x as f32 / u32::MAX as f32 - 0.5) * 0.05;
-            let burst = if (i / RATE) % 2 == 0 {
+            let burst = if (i / RATE).is_multiple_of(2) {
                 (i as f32 * 0.07).sin() * 0.3
             } else {
                 0.0
@@ -59,9 +59,7 @@ fn wav(samples: &[f32]) -> Vec<u8> {
     let mut w = b"RIFF".to_vec();
     w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
     w.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32] {
-        w.extend_from_slice(&v.to_le_bytes());
-    }
+    w.extend_from_slice(&16u32.to_le_bytes());
     for v in [1u16, 1] {
         w.extend_from_slice(&v.to_le_bytes());
     }

@@ -207,12 +207,18 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
+/// What a successful call adds to its transcript entry: results after the
+/// errno, a data digest, a detail.
+type Recorded = (Vec<i64>, Option<Digest>, Option<String>);
+/// A failed call: its errno and why.
+type Failed = (i32, String);
+
 /// Records a call and logs a failure.
 fn finish(
     caller: &mut Caller<'_, StoreData>,
     func: &str,
     params: Vec<i64>,
-    result: Result<(Vec<i64>, Option<Digest>, Option<String>), (i32, String)>,
+    result: Result<Recorded, Failed>,
 ) -> i32 {
     let (errno, results, data, detail) = match result {
         Ok((mut extra, data, detail)) => {

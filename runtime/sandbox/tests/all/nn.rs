@@ -68,9 +68,12 @@ fn wav(samples: &[f32]) -> Vec<u8> {
     w
 }
 
+/// A WAV file and where speech truly is in it, `(start, end)` in ms.
+type Sample = (Vec<u8>, Vec<(u64, u64)>);
+
 /// Two utterances around known silences, and where speech truly is (ms).
-fn speech_sample() -> &'static (Vec<u8>, Vec<(u64, u64)>) {
-    static SAMPLE: OnceLock<(Vec<u8>, Vec<(u64, u64)>)> = OnceLock::new();
+fn speech_sample() -> &'static Sample {
+    static SAMPLE: OnceLock<Sample> = OnceLock::new();
     SAMPLE.get_or_init(|| {
         let mut audio = vec![0.0f32; RATE * 7 / 10];
         let mut truth = Vec::new();
