@@ -175,10 +175,6 @@ impl Tensor {
     pub fn data(&self) -> &[u8] {
         &self.data
     }
-    /// Consumes the tensor, returning its data.
-    pub fn into_data(self) -> Vec<u8> {
-        self.data
-    }
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.data.len() / self.ty.size()
@@ -454,16 +450,6 @@ impl Model {
             plans: HashMap::new(),
             max_plans,
         })
-    }
-
-    /// Number of inputs the graph takes.
-    pub fn input_count(&self) -> usize {
-        self.model.inputs.len()
-    }
-
-    /// Number of outputs the graph produces.
-    pub fn output_count(&self) -> usize {
-        self.model.outputs.len()
     }
 
     /// The static cost of a call with inputs of this signature, without

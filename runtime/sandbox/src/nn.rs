@@ -1,8 +1,8 @@
 //! wasi-nn (`wasi_ephemeral_nn`, the preview-1 witx ABI of the `wasi-nn`
 //! 0.6 crate) for guests, implemented here rather than with
 //! `wasmtime-wasi-nn`'s witx glue: that glue panics on a guest pointer out
-//! of bounds (`unimplemented!("guest error conversion")`), which would let
-//! any guest kill the host, and it has no place for fuel or a transcript.
+//! of bounds (its conversion of guest memory errors is left unimplemented),
+//! which would let any guest kill the host, and it has no place for fuel or a transcript.
 //!
 //! Every call is validated at this boundary (handles, pointers, tensor
 //! type, dimensions, `data.len() == product(dims) × element size` with
