@@ -136,3 +136,49 @@ fn syntax_errors_carry_the_parser_message() {
     assert!(matches!(e.kind, ManifestErrorKind::Syntax(_)));
     assert_eq!(e.line, Some(1));
 }
+
+fn with_graph(table: &str, stage_graphs: &str) -> String {
+    let d2 = "bf1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+    good().replace(
+        "[[stages]]",
+        &format!("[graphs.vad]\npath = \"vad.onnx\"\ndigest = \"{d2}\"\n{table}\n\n[[stages]]\ngraphs = {stage_graphs}\n"),
+    )
+}
+
+#[test]
+fn graphs_parse_with_defaults_and_overrides() {
+    let m = Manifest::parse(
+        &with_graph("tolerance = { abs = 1e-3 }\noutputs = [{ index = 1, argmax = true }]", "[\"vad\"]"),
+        "tally.toml",
+    )
+    .unwrap();
+    let g = &m.graphs["vad"];
+    assert_eq!(g.encoding, GraphEncoding::Onnx);
+    assert_eq!(g.targets, vec![ExecutionTarget::Cpu]);
+    assert_eq!((g.tolerance.abs, g.tolerance.rel, g.tolerance.argmax), (1e-3, 1e-3, false));
+    let o1 = g.tolerance_of(1);
+    assert_eq!((o1.abs, o1.argmax), (1e-3, true), "an override inherits the graph's tolerance");
+    assert_eq!(g.tolerance_of(0), g.tolerance);
+    assert_eq!(m.stages[0].graphs, vec!["vad".to_string()]);
+    assert!(m.all_files().any(|f| f.path == "vad.onnx"));
+    // The tolerance is part of the package id.
+    let other = Manifest::parse(&with_graph("tolerance = { abs = 1e-2 }", "[\"vad\"]"), "t").unwrap();
+    assert_ne!(m.id(), other.id());
+}
+
+#[test]
+fn bad_graphs_name_the_field() {
+    for (table, graphs, field, says) in [
+        ("encoding = \"tflite\"", "[\"vad\"]", "graphs.vad.encoding", "use \"onnx\""),
+        ("targets = [\"tpu\"]", "[\"vad\"]", "graphs.vad.targets", "\"cpu\" or \"gpu\""),
+        ("targets = [\"cpu\", \"cpu\"]", "[\"vad\"]", "graphs.vad.targets", "cpu"),
+        ("tolerance = { abs = -1.0 }", "[\"vad\"]", "graphs.vad.tolerance", "not negative"),
+        ("outputs = [{ index = 0 }, { index = 0 }]", "[\"vad\"]", "graphs.vad.outputs[1]", "output 0"),
+        ("", "[\"nope\"]", "stages[0].graphs[0]", "nope"),
+        ("", "[\"vad\", \"vad\"]", "stages[0].graphs[1]", "vad"),
+    ] {
+        let e = err(&with_graph(table, graphs));
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}

@@ -278,6 +278,7 @@ impl Sandbox {
             backend,
             costs: tally_nn::CostModel::new(),
             loaded: Default::default(),
+            bytes: Default::default(),
         });
         Ok(Sandbox {
             engine,

@@ -61,9 +61,21 @@ pub(crate) struct NnShared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) costs: CostModel,
     pub(crate) loaded: std::sync::Mutex<BTreeMap<Digest, Arc<dyn LoadedGraph>>>,
+    /// Graph bytes by digest, copied out of a package once, not per run.
+    pub(crate) bytes: std::sync::Mutex<BTreeMap<Digest, Arc<[u8]>>>,
 }
 
 impl NnShared {
+    /// The shared copy of graph `digest`, made from `bytes` on first use.
+    pub(crate) fn graph_bytes(&self, digest: &Digest, bytes: &[u8]) -> Arc<[u8]> {
+        self.bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(*digest)
+            .or_insert_with(|| Arc::from(bytes))
+            .clone()
+    }
+
     fn load(&self, src: &GraphSource) -> Result<Arc<dyn LoadedGraph>, NnError> {
         if let Some(g) = self
             .loaded

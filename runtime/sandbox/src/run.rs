@@ -190,7 +190,7 @@ impl Sandbox {
                 };
                 let src = GraphSource {
                     digest: g.file.digest,
-                    bytes: Arc::from(bytes),
+                    bytes: self.nn.graph_bytes(&g.file.digest, bytes),
                     target,
                 };
                 (name.clone(), src)
