@@ -148,32 +148,68 @@ fn with_graph(table: &str, stage_graphs: &str) -> String {
 #[test]
 fn graphs_parse_with_defaults_and_overrides() {
     let m = Manifest::parse(
-        &with_graph("tolerance = { abs = 1e-3 }\noutputs = [{ index = 1, argmax = true }]", "[\"vad\"]"),
+        &with_graph(
+            "tolerance = { abs = 1e-3 }\noutputs = [{ index = 1, argmax = true }]",
+            "[\"vad\"]",
+        ),
         "tally.toml",
     )
     .unwrap();
     let g = &m.graphs["vad"];
     assert_eq!(g.encoding, GraphEncoding::Onnx);
     assert_eq!(g.targets, vec![ExecutionTarget::Cpu]);
-    assert_eq!((g.tolerance.abs, g.tolerance.rel, g.tolerance.argmax), (1e-3, 1e-3, false));
+    assert_eq!(
+        (g.tolerance.abs, g.tolerance.rel, g.tolerance.argmax),
+        (1e-3, 1e-3, false)
+    );
     let o1 = g.tolerance_of(1);
-    assert_eq!((o1.abs, o1.argmax), (1e-3, true), "an override inherits the graph's tolerance");
+    assert_eq!(
+        (o1.abs, o1.argmax),
+        (1e-3, true),
+        "an override inherits the graph's tolerance"
+    );
     assert_eq!(g.tolerance_of(0), g.tolerance);
     assert_eq!(m.stages[0].graphs, vec!["vad".to_string()]);
     assert!(m.all_files().any(|f| f.path == "vad.onnx"));
     // The tolerance is part of the package id.
-    let other = Manifest::parse(&with_graph("tolerance = { abs = 1e-2 }", "[\"vad\"]"), "t").unwrap();
+    let other =
+        Manifest::parse(&with_graph("tolerance = { abs = 1e-2 }", "[\"vad\"]"), "t").unwrap();
     assert_ne!(m.id(), other.id());
 }
 
 #[test]
 fn bad_graphs_name_the_field() {
     for (table, graphs, field, says) in [
-        ("encoding = \"tflite\"", "[\"vad\"]", "graphs.vad.encoding", "use \"onnx\""),
-        ("targets = [\"tpu\"]", "[\"vad\"]", "graphs.vad.targets", "\"cpu\" or \"gpu\""),
-        ("targets = [\"cpu\", \"cpu\"]", "[\"vad\"]", "graphs.vad.targets", "cpu"),
-        ("tolerance = { abs = -1.0 }", "[\"vad\"]", "graphs.vad.tolerance", "not negative"),
-        ("outputs = [{ index = 0 }, { index = 0 }]", "[\"vad\"]", "graphs.vad.outputs[1]", "output 0"),
+        (
+            "encoding = \"tflite\"",
+            "[\"vad\"]",
+            "graphs.vad.encoding",
+            "use \"onnx\"",
+        ),
+        (
+            "targets = [\"tpu\"]",
+            "[\"vad\"]",
+            "graphs.vad.targets",
+            "\"cpu\" or \"gpu\"",
+        ),
+        (
+            "targets = [\"cpu\", \"cpu\"]",
+            "[\"vad\"]",
+            "graphs.vad.targets",
+            "cpu",
+        ),
+        (
+            "tolerance = { abs = -1.0 }",
+            "[\"vad\"]",
+            "graphs.vad.tolerance",
+            "not negative",
+        ),
+        (
+            "outputs = [{ index = 0 }, { index = 0 }]",
+            "[\"vad\"]",
+            "graphs.vad.outputs[1]",
+            "output 0",
+        ),
         ("", "[\"nope\"]", "stages[0].graphs[0]", "nope"),
         ("", "[\"vad\", \"vad\"]", "stages[0].graphs[1]", "vad"),
     ] {

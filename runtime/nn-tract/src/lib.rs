@@ -581,6 +581,100 @@ mod tests {
         assert!(Tensor::new(ElemType::F32, vec![1024], vec![0; 4096], 4095).is_err());
     }
 
+    fn relu(opset: i64) -> pb::ModelProto {
+        let value = |name: &str| pb::ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        };
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: opset,
+            }],
+            graph: Some(pb::GraphProto {
+                name: "g".into(),
+                node: vec![pb::NodeProto {
+                    name: "r".into(),
+                    op_type: "Relu".into(),
+                    input: vec!["x".into()],
+                    output: vec!["y".into()],
+                    ..Default::default()
+                }],
+                input: vec![value("x")],
+                output: vec![value("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn check(m: &pb::ModelProto) -> Result<OnnxSummary> {
+        check_onnx(&prost::Message::encode_to_vec(m))
+    }
+
+    fn rejected(m: &pb::ModelProto, says: &str) {
+        match check(m) {
+            Err(NnError::Rejected(why)) => assert!(why.contains(says), "{why}"),
+            other => panic!("expected a rejection saying {says:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_onnx_policy_accepts_standard_graphs_and_names_each_violation() {
+        assert_eq!(
+            check(&relu(13)).unwrap(),
+            OnnxSummary {
+                opset: 13,
+                inputs: 1,
+                outputs: 1
+            }
+        );
+        rejected(&relu(MAX_OPSET + 1), "opset 24");
+        let mut m = relu(13);
+        m.opset_import.push(pb::OperatorSetIdProto {
+            domain: "com.microsoft".into(),
+            version: 1,
+        });
+        rejected(&m, "custom operator domain `com.microsoft`");
+        let mut m = relu(13);
+        m.graph.as_mut().unwrap().node[0].domain = "com.example".into();
+        rejected(&m, "node `r` (Relu) in graph `g` uses the custom domain");
+        let mut m = relu(13);
+        m.graph.as_mut().unwrap().initializer.push(pb::TensorProto {
+            name: "w".into(),
+            data_location: Some(1),
+            ..Default::default()
+        });
+        rejected(&m, "tensor `w` in graph `g` refers to external data");
+        // External data hidden in a subgraph (an attribute of a node).
+        let mut m = relu(13);
+        let mut sub = relu(13).graph.unwrap();
+        sub.name = "body".into();
+        sub.initializer.push(pb::TensorProto {
+            name: "v".into(),
+            external_data: vec![pb::StringStringEntryProto {
+                key: "location".into(),
+                value: "../../etc/passwd".into(),
+            }],
+            ..Default::default()
+        });
+        m.graph.as_mut().unwrap().node[0]
+            .attribute
+            .push(pb::AttributeProto {
+                name: "body".into(),
+                g: Some(sub),
+                ..Default::default()
+            });
+        rejected(&m, "tensor `v` in graph `body` refers to external data");
+        let mut m = relu(13);
+        m.functions.push(pb::FunctionProto {
+            name: Some("f".into()),
+            ..Default::default()
+        });
+        rejected(&m, "model-local functions (f)");
+    }
+
     #[test]
     fn garbage_is_not_onnx() {
         assert!(matches!(
