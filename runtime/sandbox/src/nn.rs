@@ -298,15 +298,15 @@ fn load_by_name(mut caller: Caller<'_, StoreData>, name_ptr: i32, name_len: i32,
             .shared
             .load(src)
             .map_err(|e| (RUNTIME_ERROR, format!("loading graph `{name}`: {e}")))?;
-        let nn = &mut caller.data_mut().nn;
-        nn.live.push(LiveGraph {
+        // Hand out the handle first: a call that fails holds no slot.
+        let handle = caller.data().nn.live.len() as u32;
+        write(&mut caller, out as u32, &handle.to_le_bytes())
+            .map_err(|e| (e, "the graph handle pointer is out of bounds".to_string()))?;
+        caller.data_mut().nn.live.push(LiveGraph {
             name: name.clone(),
             digest,
             graph,
         });
-        let handle = (nn.live.len() - 1) as u32;
-        write(&mut caller, out as u32, &handle.to_le_bytes())
-            .map_err(|e| (e, "the graph handle pointer is out of bounds".to_string()))?;
         Ok((vec![handle as i64], Some(digest), Some(name)))
     })();
     finish(&mut caller, "load_by_name", params, result)
@@ -325,14 +325,14 @@ fn init_execution_context(mut caller: Caller<'_, StoreData>, graph: i32, out: i3
                 format!("a stage may create at most {NN_MAX_CONTEXTS} execution contexts"),
             ));
         }
-        nn.contexts.push(Context {
+        let handle = nn.contexts.len() as u32;
+        write(&mut caller, out as u32, &handle.to_le_bytes())
+            .map_err(|e| (e, "the context handle pointer is out of bounds".to_string()))?;
+        caller.data_mut().nn.contexts.push(Context {
             graph: graph as usize,
             inputs: Vec::new(),
             outputs: None,
         });
-        let handle = (nn.contexts.len() - 1) as u32;
-        write(&mut caller, out as u32, &handle.to_le_bytes())
-            .map_err(|e| (e, "the context handle pointer is out of bounds".to_string()))?;
         Ok((vec![handle as i64], None, None))
     })();
     finish(&mut caller, "init_execution_context", params, result)

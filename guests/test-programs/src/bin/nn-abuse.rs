@@ -1,6 +1,7 @@
 //! Abuses wasi-nn through its raw imports: guest-supplied graph bytes,
 //! pointers out of bounds, lying lengths, overflowing dimensions, unknown
-//! types, ungranted graphs, outputs before compute. Prints each errno, one
+//! types, ungranted graphs, outputs before compute, too many graphs and
+//! contexts. Prints each errno (or count), one
 //! per line as `case errno`; the host must answer every call and live.
 
 #[link(wasm_import_module = "wasi_ephemeral_nn")]
@@ -103,6 +104,21 @@ fn main() {
         );
         report("output_out_of_bounds", get_output(ctx, 0, far, 4, w));
         report("output", get_output(ctx, 0, buf.as_mut_ptr() as i32, 4, w));
+        // The per-stage caps: graphs, then contexts, until refused.
+        let (mut loads, mut errno) = (1, 0);
+        while errno == 0 && loads < 100 {
+            errno = load_by_name(vad.as_ptr() as i32, 3, h);
+            loads += (errno == 0) as i32;
+        }
+        report("graphs_loaded", loads);
+        report("graph_cap", errno);
+        let (mut contexts, mut errno) = (1, 0);
+        while errno == 0 && contexts < 200 {
+            errno = init_execution_context(graph, h);
+            contexts += (errno == 0) as i32;
+        }
+        report("contexts_created", contexts);
+        report("context_cap", errno);
     }
     print!("{out}");
 }

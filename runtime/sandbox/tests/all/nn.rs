@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use tally_package::Package;
 use tally_receipt::Outcome;
+use tally_sandbox::profile::{NN_MAX_CONTEXTS, NN_MAX_GRAPHS};
 use tally_sandbox::{BackendKind, OrtConfig, RunRequest, RunResult, Sandbox, SandboxConfig};
 use tally_test_artifacts::pkg::{asset, assets_dir, Pkg};
 
@@ -331,10 +332,15 @@ pub fn nn_abuse() {
         ("output_too_small", 7),
         ("output_out_of_bounds", 1),
         ("output", 0),
+        ("graph_cap", 4),
+        ("context_cap", 4),
     ];
     for (case, errno) in want {
         assert_eq!(got.get(case), Some(&errno), "{case}: {got:?}");
     }
+    // The caps in the profile, exactly.
+    let caps = (got["graphs_loaded"], got["contexts_created"]);
+    assert_eq!(caps, (NN_MAX_GRAPHS as i32, NN_MAX_CONTEXTS as i32));
     // Every call is in the transcript, failures with their reason.
     let nn_calls = r
         .transcript
@@ -342,7 +348,8 @@ pub fn nn_abuse() {
         .iter()
         .filter(|c| c.func.starts_with("wasi_ephemeral_nn."))
         .count();
-    assert_eq!(nn_calls, want.len());
+    let cap_probes = (caps.0 - 1) + (caps.1 - 1); // successful loads/contexts in the loops
+    assert_eq!(nn_calls, want.len() + cap_probes as usize);
 }
 
 #[test]
