@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine: build, then pack → publish →
-# run → verify the image-stats package on a sample image.
+# The main job, end to end on a fresh machine: build, fetch the models, then
+# pack → publish → run → verify the PP-OCRv4 OCR package on a sample image,
+# on the portable backend (tract compiled to wasm: the same bits everywhere).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip1 >/dev/null
+./scripts/fetch-assets.sh
+assets=${TALLY_ASSETS:-$PWD/.assets}
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 echo "== building tally and the guests"
 cargo build --locked -p tally-cli
@@ -14,29 +17,36 @@ guests=guests/target/wasm32-wasip1/release
 
 work="$target_dir/demo"
 rm -rf "$work"
-mkdir -p "$work/image-stats"
+pkg="$work/ocr"
+mkdir -p "$pkg"
 export TALLY_HOME="$work/home"
-cp "$guests/preprocess.wasm" "$guests/tensor-stats.wasm" "$work/image-stats/"
+cp "$guests/ocr-detect.wasm" "$guests/ocr-recognize.wasm" "$pkg/"
+cp "$assets/ch_PP-OCRv4_det_infer.onnx" "$pkg/det.onnx"
+cp "$assets/ch_PP-OCRv4_rec_infer.onnx" "$pkg/rec.onnx"
+# The recogniser's character list travels inside its ONNX metadata.
+"$tally" graph-meta "$pkg/rec.onnx" character > "$pkg/ppocr_keys.txt"
 
 echo "== keygen (publisher)"
 publisher=$("$tally" keygen --out "$work/publisher.key")
 digest() { "$tally" hash "$1" | cut -d' ' -f1; }
 sed -e "s/@PUBLISHER@/$publisher/" \
-    -e "s/@PREPROCESS@/$(digest "$work/image-stats/preprocess.wasm")/" \
-    -e "s/@TENSOR_STATS@/$(digest "$work/image-stats/tensor-stats.wasm")/" \
-    manifests/image-stats/tally.toml.in > "$work/image-stats/tally.toml"
+    -e "s/@OCR_DETECT@/$(digest "$pkg/ocr-detect.wasm")/" \
+    -e "s/@OCR_RECOGNIZE@/$(digest "$pkg/ocr-recognize.wasm")/" \
+    -e "s/@PPOCR_KEYS@/$(digest "$pkg/ppocr_keys.txt")/" \
+    -e "s/@DET@/$(digest "$pkg/det.onnx")/" \
+    -e "s/@REC@/$(digest "$pkg/rec.onnx")/" \
+    manifests/ocr/tally.toml.in > "$pkg/tally.toml"
 
 echo "== pack"
-"$tally" pack "$work/image-stats/tally.toml" --key "$work/publisher.key" --out "$work/image-stats.tally"
+"$tally" pack "$pkg/tally.toml" --key "$work/publisher.key" --out "$work/ocr.tally"
 echo "== publish"
-id=$("$tally" publish "$work/image-stats.tally")
+id=$("$tally" publish "$work/ocr.tally")
 echo "== inspect"
-"$tally" inspect "$work/image-stats.tally"
-echo "== run $id on manifests/image-stats/sample.png"
-"$tally" run "$id" --input manifests/image-stats/sample.png --output "$work/out.jsonl" --receipt "$work/receipt.json"
-echo "== output"
+"$tally" inspect "$work/ocr.tally"
+echo "== run $id on manifests/ocr/sample.png (backend: portable)"
+"$tally" run "$id" --input manifests/ocr/sample.png --output "$work/out.jsonl" --receipt "$work/receipt.json"
+echo "== recognised text"
 cat "$work/out.jsonl"
-echo "== verify (native replay, then on the Pulley interpreter)"
-"$tally" verify "$work/receipt.json" --input manifests/image-stats/sample.png
-"$tally" verify "$work/receipt.json" --input manifests/image-stats/sample.png --target pulley
+echo "== verify (replay on the portable backend: bit-exact)"
+"$tally" verify "$work/receipt.json" --input manifests/ocr/sample.png
 echo "== done: receipt at $work/receipt.json"

@@ -80,22 +80,27 @@ impl Options {
     }
 }
 
-/// Decodes, resizes and normalises one image.
-pub fn preprocess(bytes: &[u8], o: &Options) -> Result<Tensor, String> {
+/// Decodes a PNG or JPEG into RGB, refusing (before decoding) an image
+/// with a side longer than `max_side`.
+pub fn decode_rgb(bytes: &[u8], max_side: u32) -> Result<image::RgbImage, String> {
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("cannot read image: {e}"))?;
     let (w, h) = reader
         .into_dimensions()
         .map_err(|e| format!("input is not a PNG or JPEG image: {e}"))?;
-    if w > o.max_side || h > o.max_side {
+    if w > max_side || h > max_side {
         return Err(format!(
-            "image is {w}x{h}; the largest side allowed is {}",
-            o.max_side
+            "image is {w}x{h}; the largest side allowed is {max_side}"
         ));
     }
     let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
-    let rgb = img.to_rgb8();
+    Ok(img.to_rgb8())
+}
+
+/// Decodes, resizes and normalises one image.
+pub fn preprocess(bytes: &[u8], o: &Options) -> Result<Tensor, String> {
+    let rgb = decode_rgb(bytes, o.max_side)?;
     let resized = image::imageops::resize(&rgb, o.width, o.height, FilterType::Triangle);
     let (w, h) = (o.width as usize, o.height as usize);
     let mut data = vec![0f32; 3 * w * h];

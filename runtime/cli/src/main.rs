@@ -40,6 +40,9 @@ enum Command {
     Inspect(commands::InspectArgs),
     /// Print the blake3 digest of files, as manifests write them.
     Hash(commands::HashArgs),
+    /// Print an ONNX model's metadata keys, or one key's value (for
+    /// publishers: e.g. the character set a recogniser carries).
+    GraphMeta(commands::GraphMetaArgs),
     /// Serve the host API over HTTP (publishers, runners, verifiers).
     Serve(serve::ServeArgs),
     /// Check the store: every blob, package, receipt and transcript.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => commands::verify(a, &store),
         Command::Inspect(a) => commands::inspect(a),
         Command::Hash(a) => commands::hash(a),
+        Command::GraphMeta(a) => commands::graph_meta(a),
         Command::Serve(a) => serve::serve(a, cli.store.as_deref()),
         Command::Fsck => commands::fsck(&store),
     };

@@ -13,6 +13,7 @@
 //! - [`check_onnx`]: the policy every graph passes at pack and load time:
 //!   standard operator domains only, a known opset, no external data, no
 //!   model-local functions.
+//! - [`onnx_metadata`]: the key/value metadata an exporter attached.
 //! - [`Model`]: a parsed graph; [`Model::plan`] builds (and caches, up to a
 //!   bound) one [`Plan`] per set of input shapes, with its static
 //!   [`Plan::cost`]; [`Plan::run`] runs it.
@@ -373,6 +374,17 @@ pub fn check_onnx(bytes: &[u8]) -> Result<OnnxSummary> {
             .count(),
         outputs: graph.output.len(),
     })
+}
+
+/// The model's metadata (`metadata_props`: key/value strings a model's
+/// exporter attached, e.g. the character set of an OCR recogniser), in file
+/// order. Fails only when `bytes` is not an ONNX model.
+pub fn onnx_metadata(bytes: &[u8]) -> Result<Vec<(String, String)>> {
+    Ok(decode_proto(bytes)?
+        .metadata_props
+        .into_iter()
+        .map(|p| (p.key, p.value))
+        .collect())
 }
 
 fn decode_proto(bytes: &[u8]) -> Result<pb::ModelProto> {

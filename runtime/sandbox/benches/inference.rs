@@ -3,8 +3,12 @@
 //! 1. silero VAD over 10 s of audio (313 inferences): the `vad-probs` stage
 //!    in the sandbox against the same loop written in Rust calling the same
 //!    engine directly (the sandbox's own backend object), per backend.
-//! 2. Backends against each other (the native loops).
-//! 3. Fuel charged per inference against wall time: PP-OCRv4 detection at
+//! 2. OCR with PP-OCRv4 on a rendered three-line image (one detection,
+//!    three recognitions): the two-stage pipeline in the sandbox against
+//!    the same pipeline code (`tally-ocr`, compiled natively) calling the
+//!    same engine directly, per backend.
+//! 3. Backends against each other (the native loops).
+//! 4. Fuel charged per inference against wall time: PP-OCRv4 detection at
 //!    three input sizes on native tract. The cost model should track work.
 //!
 //! Run: `cargo bench -p tally-sandbox --bench inference --profile dev`
@@ -13,7 +17,8 @@
 use std::time::{Duration, Instant};
 
 use tally_manifest::ExecutionTarget;
-use tally_nn::{ElemType, Tensor};
+use tally_nn::{ElemType, LoadedGraph, Tensor};
+use tally_ocr::{detect, recognize, Charset, DetParams};
 use tally_sandbox::{BackendKind, OrtConfig, RunRequest, Sandbox, SandboxConfig};
 use tally_test_artifacts::pkg::{asset, assets_dir, Pkg};
 
@@ -102,6 +107,96 @@ fn native_vad(sb: &Sandbox, graph: &[u8], samples: &[f32]) {
     }
 }
 
+/// Runs `g` on one f32 input, returning its first output's values.
+fn infer(g: &dyn LoadedGraph, data: &[f32], shape: [usize; 4]) -> Result<Vec<f32>, tally_nn::NnError> {
+    let dims: Vec<u32> = shape.iter().map(|&d| d as u32).collect();
+    let out = g.run(&[f32s(&dims, data)], 1 << 30)?;
+    Ok(out[0]
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// The OCR pipeline, natively: the stages' library on `backend`'s engine.
+fn native_ocr(det: &dyn LoadedGraph, rec: &dyn LoadedGraph, png: &[u8], charset: &Charset) -> usize {
+    let img = tally_image_preprocess::decode_rgb(png, 4096).unwrap();
+    let lines = detect(&img, &DetParams::default(), &mut |d, s| infer(det, d, s)).unwrap();
+    let mut rec = |d: &[f32], s| infer(rec, d, s);
+    lines
+        .into_iter()
+        .map(|(b, data, shape)| {
+            let line = recognize(&data, shape, b, charset, &mut rec).unwrap_or_else(|_| panic!("recognition"));
+            std::hint::black_box(line.to_json()).len()
+        })
+        .sum()
+}
+
+/// OCR in the sandbox against the same pipeline natively, per backend.
+fn ocr(iters: usize, ort: &OrtConfig) {
+    const LINES: [&str; 3] = [
+        "Verifiable inference for everyone",
+        "Receipts replay on any host",
+        "Fuel 4096 and digest 7f3a9c",
+    ];
+    let png = tally_test_artifacts::text::render_png(&LINES, 32.0);
+    let (det, rec) = (asset("ch_PP-OCRv4_det_infer.onnx"), asset("ch_PP-OCRv4_rec_infer.onnx"));
+    let meta = tally_nn_tract::onnx_metadata(&rec).unwrap();
+    let chars = &meta.iter().find(|(k, _)| k == "character").unwrap().1;
+    let charset = Charset::parse(chars).unwrap();
+    let pkg = Pkg::new()
+        .limit("fuel = 100000000000")
+        .graph("det", "det.onnx", det.clone(), "")
+        .graph("rec", "rec.onnx", rec.clone(), "tolerance = { argmax = true }")
+        .file("ppocr_keys.txt", chars.as_bytes())
+        .guest_stage("ocr-detect", "graphs = [\"det\"]")
+        .guest_stage("ocr-recognize", "graphs = [\"rec\"]\nfiles = [\"ppocr_keys.txt\"]")
+        .build();
+    println!("\nPP-OCRv4 OCR, three rendered lines (1 detection + 3 recognitions); median of {iters}");
+    println!(
+        "{:<12} {:>12} {:>12} {:>8} {:>14}",
+        "backend", "native", "sandbox", "ratio", "fuel"
+    );
+    let mut natives = Vec::new();
+    for kind in [BackendKind::Portable, BackendKind::Tract, BackendKind::OnnxRuntime] {
+        let sb = Sandbox::new(SandboxConfig::default().pooling(true).backend(kind).ort(ort.clone())).unwrap();
+        let d = sb.backend().load(&det, ExecutionTarget::Cpu).unwrap();
+        let r = sb.backend().load(&rec, ExecutionTarget::Cpu).unwrap();
+        let native = median(|| drop(native_ocr(&*d, &*r, &png, &charset)), iters);
+        let mut fuel = 0;
+        let sandboxed = median(
+            || {
+                let r = sb.run(&pkg, &RunRequest::new(&png)).unwrap();
+                assert!(r.claim.outcome.is_ok(), "{:?}", r.stderr);
+                fuel = r.claim.fuel_consumed;
+            },
+            iters,
+        );
+        println!(
+            "{:<12} {:>9.1} ms {:>9.1} ms {:>7.3}x {:>14}",
+            kind.name(),
+            native.as_secs_f64() * 1e3,
+            sandboxed.as_secs_f64() * 1e3,
+            sandboxed.as_secs_f64() / native.as_secs_f64(),
+            fuel
+        );
+        natives.push((kind, native));
+    }
+    compare_backends(&natives);
+}
+
+/// Prints each backend's native time against native tract's.
+fn compare_backends(natives: &[(BackendKind, Duration)]) {
+    let tract = natives[1].1.as_secs_f64();
+    for (kind, t) in natives {
+        println!(
+            "{:<12} native {:.2}x native tract",
+            kind.name(),
+            t.as_secs_f64() / tract
+        );
+    }
+}
+
 fn main() {
     let iters: usize = std::env::var("TALLY_BENCH_ITERS")
         .ok()
@@ -159,14 +254,8 @@ fn main() {
         );
         natives.push((kind, native));
     }
-    let tract = natives[1].1.as_secs_f64();
-    for (kind, t) in &natives {
-        println!(
-            "{:<12} native loop {:.2}x native tract",
-            kind.name(),
-            t.as_secs_f64() / tract
-        );
-    }
+    compare_backends(&natives);
+    ocr(iters, &ort);
 
     println!("\nPP-OCRv4 det on native tract: fuel charged vs wall time");
     let det = asset("ch_PP-OCRv4_det_infer.onnx");

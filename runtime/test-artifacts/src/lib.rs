@@ -7,8 +7,10 @@
 //! `_`) holding the absolute path of its `.wasm` file, and
 //! [`foreach_guest!`] calls a macro once per guest, so a test suite can check
 //! that every guest has a test. [`pkg::Pkg`] builds signed packages of
-//! guests in memory.
+//! guests in memory. [`text::render`] draws known text with a real
+//! TrueType font, for the OCR tests and benchmark.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 pub mod pkg;
+pub mod text;

@@ -111,7 +111,7 @@ fn vad_package() -> Package {
         .build()
 }
 
-fn sandbox(kind: BackendKind) -> Sandbox {
+pub fn sandbox(kind: BackendKind) -> Sandbox {
     let mut ort = OrtConfig::default();
     ort.library = assets_dir().join("libonnxruntime.so.1.31.1");
     Sandbox::new(SandboxConfig::default().backend(kind).ort(ort)).unwrap_or_else(|e| panic!("{e}"))

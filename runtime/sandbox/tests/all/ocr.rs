@@ -1,0 +1,180 @@
+//! OCR with PP-OCRv4 through wasi-nn: images of known multi-line text,
+//! rendered with a real TrueType font (DejaVu Sans), read back exactly on
+//! every backend, and receipts replayed across backends.
+
+use std::sync::OnceLock;
+
+use tally_package::Package;
+use tally_receipt::Outcome;
+use tally_sandbox::{BackendKind, RunRequest, RunResult, Sandbox};
+use tally_test_artifacts::pkg::{asset, Pkg};
+use tally_test_artifacts::text;
+
+use crate::nn::sandbox;
+use crate::util::{assert_limit, text as output_text};
+
+/// The text the images hold, one entry per line.
+pub const LINES: [&str; 3] = [
+    "Verifiable inference for everyone",
+    "Receipts replay on any host",
+    "Fuel 4096 and digest 7f3a9c",
+];
+
+const BACKENDS: [BackendKind; 3] = [
+    BackendKind::Portable,
+    BackendKind::Tract,
+    BackendKind::OnnxRuntime,
+];
+
+/// The recogniser's character list, from its ONNX metadata.
+fn charset() -> Vec<u8> {
+    let meta = tally_nn_tract::onnx_metadata(&asset("ch_PP-OCRv4_rec_infer.onnx")).unwrap();
+    let (_, chars) = meta.into_iter().find(|(k, _)| k == "character").unwrap();
+    chars.into_bytes()
+}
+
+pub fn ocr_package() -> &'static Package {
+    static PKG: OnceLock<Package> = OnceLock::new();
+    PKG.get_or_init(|| {
+        Pkg::new()
+            .limit("fuel = 50_000_000_000")
+            .graph("det", "det.onnx", asset("ch_PP-OCRv4_det_infer.onnx"), "")
+            .graph(
+                "rec",
+                "rec.onnx",
+                asset("ch_PP-OCRv4_rec_infer.onnx"),
+                "tolerance = { argmax = true }",
+            )
+            .file("ppocr_keys.txt", &charset())
+            .guest_stage("ocr-detect", "graphs = [\"det\"]")
+            .guest_stage(
+                "ocr-recognize",
+                "graphs = [\"rec\"]\nfiles = [\"ppocr_keys.txt\"]",
+            )
+            .build()
+    })
+}
+
+fn image() -> &'static [u8] {
+    static PNG: OnceLock<Vec<u8>> = OnceLock::new();
+    PNG.get_or_init(|| text::render_png(&LINES, 32.0))
+}
+
+/// The recognised lines: text and box.
+fn read(r: &RunResult) -> Vec<(String, [u32; 4])> {
+    assert_eq!(r.claim.outcome, Outcome::Ok, "{:?}", r.stderr);
+    output_text(r)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let b: Vec<u32> = v["box"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            (
+                v["text"].as_str().unwrap().to_string(),
+                b.try_into().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn texts(r: &RunResult) -> Vec<String> {
+    read(r).into_iter().map(|(t, _)| t).collect()
+}
+
+#[test]
+pub fn ocr_detect() {
+    // Every line is found where the renderer inked it: the detected box
+    // holds the inked box (unclip grows it), and not by much more.
+    let (_, truth) = text::render(&LINES, 32.0);
+    let r = sandbox(BackendKind::Tract)
+        .run(ocr_package(), &RunRequest::new(image()))
+        .unwrap();
+    let found = read(&r);
+    assert_eq!(found.len(), truth.len(), "{found:?}");
+    for ((_, b), t) in found.iter().zip(&truth) {
+        assert!(
+            b[0] <= t.0 && b[1] <= t.1 && b[2] >= t.2 && b[3] >= t.3,
+            "box {b:?} does not hold the inked {t:?}"
+        );
+        assert!(
+            t.0 - b[0] < 24 && t.1 - b[1] < 24 && b[2] - t.2 < 24 && b[3] - t.3 < 24,
+            "box {b:?} is far larger than the inked {t:?}"
+        );
+    }
+    // One detection, then one recognition per line.
+    assert_eq!(r.computes.len(), 1 + LINES.len());
+}
+
+#[test]
+pub fn ocr_recognize() {
+    // The text is read back exactly on the default (portable) backend.
+    let r = sandbox(BackendKind::Portable)
+        .run(ocr_package(), &RunRequest::new(image()))
+        .unwrap();
+    assert_eq!(texts(&r), LINES);
+    assert_eq!(r.claim.backend.kind, "portable");
+}
+
+#[test]
+fn ocr_agrees_on_every_backend_and_replays_across_them() {
+    let pkg = ocr_package();
+    let boxes: Vec<Sandbox> = BACKENDS.iter().map(|&k| sandbox(k)).collect();
+    let runs: Vec<RunResult> = boxes
+        .iter()
+        .map(|b| b.run(pkg, &RunRequest::new(image())).unwrap())
+        .collect();
+    for (r, k) in runs.iter().zip(BACKENDS) {
+        assert_eq!(texts(r), LINES, "{k:?}");
+        // The static cost model: the same fuel whichever backend ran.
+        assert_eq!(r.claim.fuel_consumed, runs[0].claim.fuel_consumed, "{k:?}");
+    }
+    for (i, original) in runs.iter().enumerate() {
+        let recorded: Vec<Vec<u8>> = original.computes.iter().map(|c| c.encoded.clone()).collect();
+        for (j, verifier) in boxes.iter().enumerate() {
+            let replay = verifier
+                .replay(pkg, &original.claim, image(), Some(&recorded))
+                .unwrap();
+            let mismatches = tally_receipt::compare(&original.claim, &replay.claim);
+            assert!(
+                mismatches.is_empty(),
+                "{:?} on {:?}: {mismatches:?}",
+                BACKENDS[i],
+                BACKENDS[j]
+            );
+            for c in &replay.inference {
+                assert!(c.within, "{}", c.render());
+            }
+            assert_eq!(replay.inference.is_empty(), i == j);
+        }
+    }
+}
+
+#[test]
+fn ocr_without_enough_fuel_for_detection_is_a_receipted_fuel_limit() {
+    // Detection alone costs billions: a budget of 10⁸ pays for decoding but
+    // not for the first compute, which is refused before it runs.
+    let r = sandbox(BackendKind::Portable)
+        .run(
+            ocr_package(),
+            &RunRequest::new(image()).fuel(Some(100_000_000)),
+        )
+        .unwrap();
+    assert_limit(&r, "fuel");
+    assert!(r.computes.is_empty());
+}
+
+#[test]
+fn ocr_rejects_what_is_not_an_image() {
+    let r = sandbox(BackendKind::Tract)
+        .run(ocr_package(), &RunRequest::new(b"not a picture"))
+        .unwrap();
+    assert!(
+        matches!(r.claim.outcome, Outcome::Exit { code: 1, .. }),
+        "{:?}",
+        r.claim.outcome
+    );
+}
