@@ -128,7 +128,7 @@ fn serve_reads_a_config_file_and_enforces_its_token() {
     d.write("token", b"s3cret\n");
     d.write(
         "serve.toml",
-        b"workers = 1\nqueue = 4\ntoken_file = \"token\"\n",
+        b"workers = 1\nqueue = 4\ntoken_file = \"token\"\nbackend = \"tract\"\n",
     );
     let s = Serve::start(&d, &["--config", "serve.toml"]);
     let id = d
@@ -153,7 +153,23 @@ fn serve_reads_a_config_file_and_enforces_its_token() {
     let e = d.tally(&args).expect(2);
     assert!(e.stderr.contains("401"), "{}", e.stderr);
     d.tally_env(&args, &[("TALLY_TOKEN", "s3cret")]).expect(0);
+    // The backend came from the file, and the claim names it.
+    let receipt: Value = serde_json::from_str(&d.read_string("r.json")).unwrap();
+    assert_eq!(receipt["claim"]["backend"]["kind"], "tract");
     s.stop();
+}
+
+#[test]
+fn serve_names_a_bad_backend_in_its_config_file() {
+    let d = Dir::new();
+    d.write("serve.toml", b"backend = \"cuda\"\n");
+    let r = d.tally(&["serve", "--config", "serve.toml", "--listen", "127.0.0.1:0"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("serve.toml: backend: unknown backend `cuda`"),
+        "{}",
+        r.stderr
+    );
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -435,5 +451,36 @@ fn a_killed_server_leaves_a_consistent_store_and_every_reported_receipt() {
             .unwrap();
         assert_eq!(v["verified"], true, "{v}");
     }
+    s.stop();
+}
+
+#[test]
+fn a_verifier_on_another_backend_fetches_the_recorded_outputs_from_the_host() {
+    let d = Dir::new();
+    crate::inference::nn_package(&d);
+    let s = Serve::start(&d, &["--backend", "tract"]);
+    d.write("in", b"");
+    d.tally(&["run", "nn.tally", "--host", &s.url, "--input", "in", "--output", "o", "--receipt", "r.json"])
+        .expect(0);
+    assert!(d.path("r.json.tensors").exists(), "run --host writes the recorded outputs too");
+    // A verifier with nothing but the receipt and the input.
+    let verifier = Dir::new();
+    std::fs::copy(d.path("r.json"), verifier.path("r.json")).unwrap();
+    verifier.write("in", b"");
+    let v = verifier
+        .tally(&["verify", "r.json", "--input", "in", "--host", &s.url, "--backend", "portable", "--json"])
+        .expect(0);
+    let verdict: Value = serde_json::from_str(&v.stdout).unwrap();
+    assert_eq!(verdict["verified"], true, "{}", v.stdout);
+    assert_eq!(verdict["cross_backend"], true);
+    assert!(!verdict["inference"].as_array().unwrap().is_empty(), "{}", v.stdout);
+    // Outputs that are not the ones the transcript binds are refused.
+    let mut forged = d.read("r.json.tensors");
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    verifier.write("r.json.tensors", &forged);
+    let r = verifier.tally(&["verify", "r.json", "--input", "in", "--host", &s.url, "--backend", "portable"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("recorded compute #0 has digest"), "{}", r.stderr);
     s.stop();
 }

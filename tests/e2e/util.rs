@@ -48,6 +48,14 @@ pub fn guest(name: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
+/// The lines `manifests/ocr/sample.png` shows (rendered with
+/// `cargo run -p tally-test-artifacts --example render-text`).
+pub const OCR_SAMPLE_LINES: [&str; 3] = [
+    "Tally runs models in a sandbox",
+    "Every run yields a signed receipt",
+    "Verifiers replay it anywhere",
+];
+
 pub const SAMPLE_PNG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../manifests/image-stats/sample.png"

@@ -9,7 +9,7 @@ use ed25519_dalek::SigningKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_digest::Digest;
 use tally_package::{Package, DEFAULT_MAX_BUNDLE_BYTES};
-use tally_receipt::{Metadata, Receipt, Transcript, Verdict};
+use tally_receipt::{decode_recorded, encode_recorded, Metadata, Receipt, Transcript, Verdict};
 use tally_sandbox::{BackendKind, OrtConfig, RunRequest, Sandbox, SandboxConfig, Target};
 use tally_store::Store;
 
@@ -337,32 +337,6 @@ fn tensors_path(receipt: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Frames encoded tensor lists: per compute, its length (u64 LE) and bytes.
-fn frame(computes: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for c in computes {
-        out.extend_from_slice(&(c.len() as u64).to_le_bytes());
-        out.extend_from_slice(c);
-    }
-    out
-}
-
-fn unframe(mut b: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let len = b
-            .get(..8)
-            .map(|l| u64::from_le_bytes(l.try_into().expect("8 bytes")) as usize)
-            .ok_or_else(|| anyhow!("truncated tensors file"))?;
-        let body = b
-            .get(8..8usize.saturating_add(len))
-            .ok_or_else(|| anyhow!("truncated tensors file"))?;
-        out.push(body.to_vec());
-        b = &b[8 + len..];
-    }
-    Ok(out)
-}
-
 pub(crate) fn host_key(arg: Option<&PathBuf>, store: &Path) -> Result<SigningKey> {
     if let Some(path) = arg {
         return read_key(path);
@@ -411,14 +385,19 @@ pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
                 })?
             };
             let (output, receipt, transcript) = host.run(&id, &input, a.fuel, seed)?;
-            (output, receipt, transcript, Vec::new())
+            let computes = if transcript.compute_outputs().is_empty() {
+                Vec::new()
+            } else {
+                host.tensors(&receipt, &transcript)?
+            };
+            (output, receipt, transcript, computes)
         }
         None => run_locally(&a, store_dir, &input, seed)?,
     };
     write(&a.output, &output)?;
     write(&a.receipt, receipt.to_json().as_bytes())?;
     if !computes.is_empty() {
-        write(&tensors_path(&a.receipt), &frame(&computes))?;
+        write(&tensors_path(&a.receipt), &encode_recorded(&computes))?;
     }
     write(
         &transcript_path(&a.receipt),
@@ -541,18 +520,24 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
     let original = load_transcript(&a, store_dir, &receipt).map_err(|e| format!("{e:#}"));
     // On another backend, the replay checks against and feeds the guests
     // the recorded inference outputs: beside the receipt, else the store.
-    let recorded = if claim.backend != *sandbox.backend_info() {
-        let beside = tensors_path(&a.receipt);
-        if beside.exists() {
-            Some(unframe(&read(&beside)?)?)
-        } else {
-            match &original {
-                Ok(t) => Store::open(store_dir).and_then(|s| s.get_computes(t)).ok(),
-                Err(_) => None,
+    // They must be exactly those the transcript binds.
+    let recorded = match &original {
+        Ok(t) if claim.backend != *sandbox.backend_info() => {
+            let beside = tensors_path(&a.receipt);
+            if beside.exists() {
+                Some(
+                    decode_recorded(&read(&beside)?, t)
+                        .with_context(|| format!("{}", beside.display()))?,
+                )
+            } else if let Ok(c) = Store::open(store_dir).and_then(|s| s.get_computes(t)) {
+                Some(c)
+            } else if let Some(url) = &a.host {
+                Some(crate::client::Host::new(url).tensors(&receipt, t)?)
+            } else {
+                None
             }
         }
-    } else {
-        None
+        _ => None,
     };
     let spin = spinner("replaying…");
     let replay = sandbox.replay(&package, claim, &input, recorded.as_deref())?;

@@ -75,7 +75,16 @@ pub fn serve(a: ServeArgs, store_flag: Option<&Path>) -> Result<(), Failure> {
 
     let mut config = ServerConfig::default();
     config.store = store;
-    if let Some(b) = a.backend {
+    let file_backend = file
+        .backend
+        .as_deref()
+        .map(str::parse::<tally_sandbox::BackendKind>)
+        .transpose()
+        .map_err(|e| {
+            let path = a.config.as_deref().unwrap_or(Path::new("?"));
+            anyhow!("{}: backend: {e}", path.display())
+        })?;
+    if let Some(b) = a.backend.or(file_backend) {
         config.backend = b;
     }
     if let Some(n) = a.workers.or(file.workers) {

@@ -18,6 +18,8 @@
 //! * [`compare`]: the field-by-field comparison a verifier makes between a
 //!   receipt's claim and the claim of its own replay; [`Verdict`] wraps it
 //!   with the transcript divergence and renders it for people.
+//! * [`encode_recorded`] / [`decode_recorded`]: the recorded inference
+//!   outputs of a run (`RECEIPT.tensors`), checked against the transcript.
 //!
 //! **Invariant:** this crate knows nothing of wasmtime; it defines the wire
 //! format and can be used by a verifier that never runs a guest.
@@ -27,10 +29,12 @@
 //! the current encoding.
 
 mod claim;
+mod recorded;
 mod transcript;
 mod verdict;
 
 pub use claim::{compare, BackendInfo, Claim, EngineInfo, Mismatch, Outcome, StageClaim};
+pub use recorded::{decode_recorded, encode_recorded, RecordedError};
 pub use tally_digest::Digest;
 pub use tally_manifest::ResolvedLimits;
 pub use transcript::{Divergence, HostCall, Transcript, TranscriptError, NN_COMPUTE};

@@ -162,3 +162,52 @@ fn transcripts_chain_serialise_and_localise_divergence() {
     assert_eq!(Transcript::first_divergence(&a, &shorter).unwrap().index, 1);
     assert!(Transcript::first_divergence(&a, &a).is_none());
 }
+
+#[test]
+fn recorded_outputs_round_trip_and_must_match_the_transcript() {
+    let outputs = [b"first".to_vec(), Vec::new(), b"third".to_vec()];
+    let mut t = Transcript::new();
+    for o in &outputs {
+        t.push(HostCall {
+            stage: 0,
+            func: NN_COMPUTE.into(),
+            params: vec![0],
+            results: vec![0],
+            data: Some(Digest::of(o)),
+            detail: None,
+        });
+    }
+    let bytes = encode_recorded(&outputs);
+    assert_eq!(decode_recorded(&bytes, &t).unwrap(), outputs);
+    // Cut short, inside a body and inside a length.
+    for cut in [bytes.len() - 1, 8 + 5 + 3] {
+        assert!(matches!(
+            decode_recorded(&bytes[..cut], &t),
+            Err(RecordedError::Truncated { .. })
+        ));
+    }
+    // One compute missing, one too many.
+    assert_eq!(
+        decode_recorded(&encode_recorded(&outputs[..2]), &t),
+        Err(RecordedError::Count { expected: 3, found: 2 })
+    );
+    let mut more = outputs.to_vec();
+    more.push(b"extra".to_vec());
+    assert!(matches!(
+        decode_recorded(&encode_recorded(&more), &t),
+        Err(RecordedError::Count { expected: 3, .. })
+    ));
+    // Forged outputs: the digest names the compute.
+    let mut forged = outputs.to_vec();
+    forged[2] = b"thirD".to_vec();
+    match decode_recorded(&encode_recorded(&forged), &t) {
+        Err(RecordedError::DigestMismatch { index, expected, .. }) => {
+            assert_eq!((index, expected), (2, Digest::of(b"third")));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A length that does not fit in memory is truncation, not a panic.
+    let mut huge = u64::MAX.to_le_bytes().to_vec();
+    huge.extend_from_slice(b"x");
+    assert!(decode_recorded(&huge, &t).is_err());
+}

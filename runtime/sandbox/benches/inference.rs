@@ -150,7 +150,7 @@ fn ocr(iters: usize, ort: &OrtConfig) {
         .graph("rec", "rec.onnx", rec.clone(), "tolerance = { argmax = true }")
         .file("ppocr_keys.txt", chars.as_bytes())
         .guest_stage("ocr-detect", "graphs = [\"det\"]")
-        .guest_stage("ocr-recognize", "graphs = [\"rec\"]\nfiles = [\"ppocr_keys.txt\"]")
+        .guest_stage("ocr-recognize", "graphs = [\"rec\"]\nread = [\"ppocr_keys.txt\"]")
         .build();
     println!("\nPP-OCRv4 OCR, three rendered lines (1 detection + 3 recognitions); median of {iters}");
     println!(

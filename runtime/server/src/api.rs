@@ -51,6 +51,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/receipts/{id}", get(get_receipt))
         .route("/v1/receipts/{id}/transcript", get(get_transcript))
+        .route("/v1/receipts/{id}/tensors", get(get_tensors))
         .route("/v1/verify", post(verify))
         .fallback(|| async {
             ApiError::not_found("no_such_route", "no such endpoint; see /v1/openapi.json")
@@ -543,6 +544,19 @@ async fn get_transcript(State(s): AppS, Path(id): Path<String>) -> ApiResult<Res
         t.to_jsonl(),
     )
         .into_response())
+}
+
+/// The recorded inference outputs of a receipt (`RECEIPT.tensors` format),
+/// for verifiers replaying on another backend.
+async fn get_tensors(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
+    let receipt = load_receipt(&s, &id).await?;
+    let st = s.clone();
+    let bytes = blocking(move || {
+        let t = st.store.get_transcript(&receipt.claim.transcript_root)?;
+        Ok(tally_receipt::encode_recorded(&st.store.get_computes(&t)?))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 #[derive(Deserialize)]

@@ -94,6 +94,8 @@ pub struct ConfigFile {
     pub publishers: Option<PathBuf>,
     /// `--token-file`.
     pub token_file: Option<PathBuf>,
+    /// `--backend`: `portable`, `tract` or `onnxruntime`.
+    pub backend: Option<String>,
 }
 
 /// Reads a publisher allowlist: one hex public key per line; `#` comments

@@ -54,6 +54,7 @@ pub fn document() -> Value {
             "/v1/runs/{id}": { "get": merge(op("A run's state, and its result when done", &[("200", "state"), ("404", "not found")]), json!({ "parameters": run_id })) },
             "/v1/receipts/{id}": { "get": merge(op("A receipt by claim digest", &[("200", "receipt"), ("404", "not found")]), json!({ "parameters": id })) },
             "/v1/receipts/{id}/transcript": { "get": merge(op("A receipt's transcript (JSON lines)", &[("200", "transcript"), ("404", "not found")]), json!({ "parameters": id })) },
+            "/v1/receipts/{id}/tensors": { "get": merge(op("A receipt's recorded inference outputs (per compute: u64 LE length, bytes; bound by the transcript)", &[("200", "recorded outputs"), ("404", "not found")]), json!({ "parameters": id })) },
             "/v1/verify": { "post": op("Replay a receipt: {receipt, input (base64), transcript?}", &[
                 ("200", "verdict (verified true or false, mismatches, divergence)"), ("400", "bad request"),
                 ("404", "package not on this host"), ("422", "bad seal, input mismatch or not replayable"), ("503", "queue full")]) }

@@ -49,7 +49,7 @@ pub fn ocr_package() -> &'static Package {
             .guest_stage("ocr-detect", "graphs = [\"det\"]")
             .guest_stage(
                 "ocr-recognize",
-                "graphs = [\"rec\"]\nfiles = [\"ppocr_keys.txt\"]",
+                "graphs = [\"rec\"]\nread = [\"ppocr_keys.txt\"]",
             )
             .build()
     })
