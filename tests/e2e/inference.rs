@@ -145,16 +145,29 @@ fn ocr_package(d: &Dir) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let template = std::fs::read_to_string(format!("{root}/manifests/ocr/tally.toml.in")).unwrap();
     let mut files = vec![
-        ("ocr-detect.wasm", crate::util::guest("ocr-detect"), "@OCR_DETECT@"),
-        ("ocr-recognize.wasm", crate::util::guest("ocr-recognize"), "@OCR_RECOGNIZE@"),
+        (
+            "ocr-detect.wasm",
+            crate::util::guest("ocr-detect"),
+            "@OCR_DETECT@",
+        ),
+        (
+            "ocr-recognize.wasm",
+            crate::util::guest("ocr-recognize"),
+            "@OCR_RECOGNIZE@",
+        ),
         ("det.onnx", asset("ch_PP-OCRv4_det_infer.onnx"), "@DET@"),
         ("rec.onnx", asset("ch_PP-OCRv4_rec_infer.onnx"), "@REC@"),
     ];
     for (name, bytes, _) in &files {
         d.write(&format!("ocr/{name}"), bytes);
     }
-    let keys = d.tally(&["graph-meta", "ocr/rec.onnx", "character"]).expect(0);
-    assert!(keys.stdout.lines().count() > 6000, "the PP-OCR character list");
+    let keys = d
+        .tally(&["graph-meta", "ocr/rec.onnx", "character"])
+        .expect(0);
+    assert!(
+        keys.stdout.lines().count() > 6000,
+        "the PP-OCR character list"
+    );
     files.push(("ppocr_keys.txt", keys.stdout.into_bytes(), "@PPOCR_KEYS@"));
     d.write("ocr/ppocr_keys.txt", &files[4].1);
     let mut toml = template.replace("@PUBLISHER@", &d.publisher());
@@ -162,24 +175,56 @@ fn ocr_package(d: &Dir) {
         toml = toml.replace(placeholder, &tally_digest::Digest::of(bytes).to_string());
     }
     d.write("ocr/tally.toml", toml.as_bytes());
-    d.tally(&["pack", "ocr/tally.toml", "--key", "publisher.key", "--out", "ocr.tally"])
-        .expect(0);
+    d.tally(&[
+        "pack",
+        "ocr/tally.toml",
+        "--key",
+        "publisher.key",
+        "--out",
+        "ocr.tally",
+    ])
+    .expect(0);
 }
 
 #[test]
 fn the_demo_ocr_package_reads_its_sample_and_verifies() {
     let d = Dir::new();
     ocr_package(&d);
-    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/ocr/sample.png");
-    d.tally(&["run", "ocr.tally", "--input", sample, "--output", "out.jsonl", "--receipt", "r.json"])
-        .expect(0);
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../manifests/ocr/sample.png"
+    );
+    d.tally(&[
+        "run",
+        "ocr.tally",
+        "--input",
+        sample,
+        "--output",
+        "out.jsonl",
+        "--receipt",
+        "r.json",
+    ])
+    .expect(0);
     let text: Vec<String> = d
         .read_string("out.jsonl")
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(text, crate::util::OCR_SAMPLE_LINES);
-    d.tally(&["verify", "r.json", "--input", sample, "--package", "ocr.tally"]).expect(0);
+    d.tally(&[
+        "verify",
+        "r.json",
+        "--input",
+        sample,
+        "--package",
+        "ocr.tally",
+    ])
+    .expect(0);
 }
 
 #[test]
@@ -190,5 +235,10 @@ fn graph_meta_names_the_keys_a_model_has() {
     assert!(all.stdout.starts_with("character\t"), "{}", all.stdout);
     let r = d.tally(&["graph-meta", "rec.onnx", "labels"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("no metadata key `labels` (it has: character"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("no metadata key `labels` (it has: character"),
+        "{}",
+        r.stderr
+    );
 }

@@ -166,7 +166,8 @@ fn serve_names_a_bad_backend_in_its_config_file() {
     let r = d.tally(&["serve", "--config", "serve.toml", "--listen", "127.0.0.1:0"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stderr.contains("serve.toml: backend: unknown backend `cuda`"),
+        r.stderr
+            .contains("serve.toml: backend: unknown backend `cuda`"),
         "{}",
         r.stderr
     );
@@ -460,27 +461,68 @@ fn a_verifier_on_another_backend_fetches_the_recorded_outputs_from_the_host() {
     crate::inference::nn_package(&d);
     let s = Serve::start(&d, &["--backend", "tract"]);
     d.write("in", b"");
-    d.tally(&["run", "nn.tally", "--host", &s.url, "--input", "in", "--output", "o", "--receipt", "r.json"])
-        .expect(0);
-    assert!(d.path("r.json.tensors").exists(), "run --host writes the recorded outputs too");
+    d.tally(&[
+        "run",
+        "nn.tally",
+        "--host",
+        &s.url,
+        "--input",
+        "in",
+        "--output",
+        "o",
+        "--receipt",
+        "r.json",
+    ])
+    .expect(0);
+    assert!(
+        d.path("r.json.tensors").exists(),
+        "run --host writes the recorded outputs too"
+    );
     // A verifier with nothing but the receipt and the input.
     let verifier = Dir::new();
     std::fs::copy(d.path("r.json"), verifier.path("r.json")).unwrap();
     verifier.write("in", b"");
     let v = verifier
-        .tally(&["verify", "r.json", "--input", "in", "--host", &s.url, "--backend", "portable", "--json"])
+        .tally(&[
+            "verify",
+            "r.json",
+            "--input",
+            "in",
+            "--host",
+            &s.url,
+            "--backend",
+            "portable",
+            "--json",
+        ])
         .expect(0);
     let verdict: Value = serde_json::from_str(&v.stdout).unwrap();
     assert_eq!(verdict["verified"], true, "{}", v.stdout);
     assert_eq!(verdict["cross_backend"], true);
-    assert!(!verdict["inference"].as_array().unwrap().is_empty(), "{}", v.stdout);
+    assert!(
+        !verdict["inference"].as_array().unwrap().is_empty(),
+        "{}",
+        v.stdout
+    );
     // Outputs that are not the ones the transcript binds are refused.
     let mut forged = d.read("r.json.tensors");
     let last = forged.len() - 1;
     forged[last] ^= 1;
     verifier.write("r.json.tensors", &forged);
-    let r = verifier.tally(&["verify", "r.json", "--input", "in", "--host", &s.url, "--backend", "portable"]);
+    let r = verifier.tally(&[
+        "verify",
+        "r.json",
+        "--input",
+        "in",
+        "--host",
+        &s.url,
+        "--backend",
+        "portable",
+    ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("recorded compute #0 has digest"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("recorded compute #0 has digest"),
+        "{}",
+        r.stderr
+    );
     s.stop();
 }

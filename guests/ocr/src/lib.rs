@@ -126,7 +126,11 @@ pub struct DetInput {
 }
 
 fn bucket(v: u32, sides: &[u32]) -> u32 {
-    sides.iter().copied().find(|&s| s >= v).unwrap_or(sides[sides.len() - 1])
+    sides
+        .iter()
+        .copied()
+        .find(|&s| s >= v)
+        .unwrap_or(sides[sides.len() - 1])
 }
 
 /// Writes `img` into `data` (`[1, 3, H, W]`, row stride `w`) as BGR,
@@ -325,10 +329,10 @@ pub fn ctc_decode(probs: &[f32], charset: &Charset) -> Result<(String, f32), Str
     }
     let (mut text, mut sum, mut kept, mut prev) = (String::new(), 0f32, 0u32, 0usize);
     for step in probs.chunks_exact(n) {
-        let (best, p) = step
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+        let (best, p) =
+            step.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
         if best != 0 && best != prev {
             text.push_str(&charset.0[best]);
             sum += p;
@@ -416,7 +420,10 @@ mod tests {
             v[i] = 0.9;
             v
         };
-        let probs: Vec<f32> = [1, 1, 0, 1, 3, 2, 2].iter().flat_map(|&i| step(i)).collect();
+        let probs: Vec<f32> = [1, 1, 0, 1, 3, 2, 2]
+            .iter()
+            .flat_map(|&i| step(i))
+            .collect();
         let (text, conf) = ctc_decode(&probs, &cs).unwrap();
         assert_eq!(text, "aa b");
         assert!((conf - 0.9).abs() < 1e-6);
@@ -443,10 +450,19 @@ mod tests {
 
     #[test]
     fn reading_order_is_rows_then_columns() {
-        let t = |x0, y0| TextBox { x0, y0, x1: x0 + 5, y1: y0 + 5, score: 1.0 };
+        let t = |x0, y0| TextBox {
+            x0,
+            y0,
+            x1: x0 + 5,
+            y1: y0 + 5,
+            score: 1.0,
+        };
         let mut b = vec![t(50, 12), t(0, 40), t(10, 10)];
         reading_order(&mut b);
-        assert_eq!(b.iter().map(|b| (b.x0, b.y0)).collect::<Vec<_>>(), [(10, 10), (50, 12), (0, 40)]);
+        assert_eq!(
+            b.iter().map(|b| (b.x0, b.y0)).collect::<Vec<_>>(),
+            [(10, 10), (50, 12), (0, 40)]
+        );
     }
 
     #[test]
@@ -454,7 +470,13 @@ mod tests {
         let img = RgbImage::new(1000, 100);
         let i = det_input(&img, &DetParams::default());
         assert_eq!(i.shape, [1, 3, 320, 960]);
-        let b = TextBox { x0: 0, y0: 0, x1: 500, y1: 20, score: 1.0 };
+        let b = TextBox {
+            x0: 0,
+            y0: 0,
+            x1: 500,
+            y1: 20,
+            score: 1.0,
+        };
         assert_eq!(rec_input(&img, &b).1, [1, 3, 48, 1280]);
     }
 }

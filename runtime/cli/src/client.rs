@@ -97,8 +97,15 @@ impl Host {
 
     /// The recorded inference outputs of `receipt`, checked against its
     /// `transcript`.
-    pub fn tensors(&self, receipt: &Receipt, transcript: &Transcript) -> anyhow::Result<Vec<Vec<u8>>> {
-        let url = format!("{}/v1/receipts/{}/tensors", self.url, receipt.seal.claim_digest);
+    pub fn tensors(
+        &self,
+        receipt: &Receipt,
+        transcript: &Transcript,
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let url = format!(
+            "{}/v1/receipts/{}/tensors",
+            self.url, receipt.seal.claim_digest
+        );
         let bytes = self.check("tensors", self.http.get(url).send())?.bytes()?;
         Ok(tally_receipt::decode_recorded(&bytes, transcript)
             .context("the host's recorded inference outputs")?)

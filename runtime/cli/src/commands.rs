@@ -702,7 +702,11 @@ pub fn graph_meta(a: GraphMetaArgs) -> Result<()> {
                 anyhow!(
                     "{} has no metadata key `{key}` (it has: {})",
                     a.model.display(),
-                    if keys.is_empty() { "none".into() } else { keys.join(", ") }
+                    if keys.is_empty() {
+                        "none".into()
+                    } else {
+                        keys.join(", ")
+                    }
                 )
             })?;
             print!("{value}");

@@ -53,6 +53,10 @@ pub enum NnError {
     /// Running the plan failed.
     #[error("inference failed: {0}")]
     Run(String),
+    /// The run's wall-clock deadline passed while the graph was running
+    /// (backends that can be interrupted: `portable`).
+    #[error("the run's wall-clock deadline passed during inference")]
+    WallTime,
     /// More distinct input shapes than the plan cache allows.
     #[error("the graph was already planned for {0} distinct input shapes, the most allowed")]
     TooManyPlans(usize),

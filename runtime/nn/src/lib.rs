@@ -94,4 +94,18 @@ pub trait LoadedGraph: Send + Sync {
     /// Runs the graph on `inputs` (one per graph input, in order). Every
     /// output must fit in `max_output_bytes`.
     fn run(&self, inputs: &[Tensor], max_output_bytes: usize) -> Result<Vec<Tensor>, NnError>;
+
+    /// [`LoadedGraph::run`], stopped with [`NnError::WallTime`] once
+    /// `deadline` passes, by backends that can interrupt a running graph.
+    /// Default: cannot; runs to the end (the static cost paid up front
+    /// still bounds the work).
+    fn run_until(
+        &self,
+        inputs: &[Tensor],
+        max_output_bytes: usize,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<Tensor>, NnError> {
+        let _ = deadline;
+        self.run(inputs, max_output_bytes)
+    }
 }

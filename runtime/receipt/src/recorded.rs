@@ -55,7 +55,10 @@ pub fn encode_recorded<B: AsRef<[u8]>>(computes: &[B]) -> Vec<u8> {
 
 /// Unframes recorded outputs and checks them, one by one, against the
 /// `compute` digests of `transcript`.
-pub fn decode_recorded(mut bytes: &[u8], transcript: &Transcript) -> Result<Vec<Vec<u8>>, RecordedError> {
+pub fn decode_recorded(
+    mut bytes: &[u8],
+    transcript: &Transcript,
+) -> Result<Vec<Vec<u8>>, RecordedError> {
     let expected = transcript.compute_outputs();
     let mut out = Vec::with_capacity(expected.len());
     while !bytes.is_empty() {
@@ -72,7 +75,11 @@ pub fn decode_recorded(mut bytes: &[u8], transcript: &Transcript) -> Result<Vec<
         let found = Digest::of(body);
         match expected.get(index) {
             Some(&e) if e != found => {
-                return Err(RecordedError::DigestMismatch { index, expected: e, found })
+                return Err(RecordedError::DigestMismatch {
+                    index,
+                    expected: e,
+                    found,
+                })
             }
             Some(_) => {}
             None => {

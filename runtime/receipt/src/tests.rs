@@ -189,7 +189,10 @@ fn recorded_outputs_round_trip_and_must_match_the_transcript() {
     // One compute missing, one too many.
     assert_eq!(
         decode_recorded(&encode_recorded(&outputs[..2]), &t),
-        Err(RecordedError::Count { expected: 3, found: 2 })
+        Err(RecordedError::Count {
+            expected: 3,
+            found: 2
+        })
     );
     let mut more = outputs.to_vec();
     more.push(b"extra".to_vec());
@@ -201,7 +204,9 @@ fn recorded_outputs_round_trip_and_must_match_the_transcript() {
     let mut forged = outputs.to_vec();
     forged[2] = b"thirD".to_vec();
     match decode_recorded(&encode_recorded(&forged), &t) {
-        Err(RecordedError::DigestMismatch { index, expected, .. }) => {
+        Err(RecordedError::DigestMismatch {
+            index, expected, ..
+        }) => {
             assert_eq!((index, expected), (2, Digest::of(b"third")));
         }
         other => panic!("{other:?}"),

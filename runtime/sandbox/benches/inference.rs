@@ -108,7 +108,11 @@ fn native_vad(sb: &Sandbox, graph: &[u8], samples: &[f32]) {
 }
 
 /// Runs `g` on one f32 input, returning its first output's values.
-fn infer(g: &dyn LoadedGraph, data: &[f32], shape: [usize; 4]) -> Result<Vec<f32>, tally_nn::NnError> {
+fn infer(
+    g: &dyn LoadedGraph,
+    data: &[f32],
+    shape: [usize; 4],
+) -> Result<Vec<f32>, tally_nn::NnError> {
     let dims: Vec<u32> = shape.iter().map(|&d| d as u32).collect();
     let out = g.run(&[f32s(&dims, data)], 1 << 30)?;
     Ok(out[0]
@@ -119,14 +123,20 @@ fn infer(g: &dyn LoadedGraph, data: &[f32], shape: [usize; 4]) -> Result<Vec<f32
 }
 
 /// The OCR pipeline, natively: the stages' library on `backend`'s engine.
-fn native_ocr(det: &dyn LoadedGraph, rec: &dyn LoadedGraph, png: &[u8], charset: &Charset) -> usize {
+fn native_ocr(
+    det: &dyn LoadedGraph,
+    rec: &dyn LoadedGraph,
+    png: &[u8],
+    charset: &Charset,
+) -> usize {
     let img = tally_image_preprocess::decode_rgb(png, 4096).unwrap();
     let lines = detect(&img, &DetParams::default(), &mut |d, s| infer(det, d, s)).unwrap();
     let mut rec = |d: &[f32], s| infer(rec, d, s);
     lines
         .into_iter()
         .map(|(b, data, shape)| {
-            let line = recognize(&data, shape, b, charset, &mut rec).unwrap_or_else(|_| panic!("recognition"));
+            let line = recognize(&data, shape, b, charset, &mut rec)
+                .unwrap_or_else(|_| panic!("recognition"));
             std::hint::black_box(line.to_json()).len()
         })
         .sum()
@@ -140,26 +150,49 @@ fn ocr(iters: usize, ort: &OrtConfig) {
         "Fuel 4096 and digest 7f3a9c",
     ];
     let png = tally_test_artifacts::text::render_png(&LINES, 32.0);
-    let (det, rec) = (asset("ch_PP-OCRv4_det_infer.onnx"), asset("ch_PP-OCRv4_rec_infer.onnx"));
+    let (det, rec) = (
+        asset("ch_PP-OCRv4_det_infer.onnx"),
+        asset("ch_PP-OCRv4_rec_infer.onnx"),
+    );
     let meta = tally_nn_tract::onnx_metadata(&rec).unwrap();
     let chars = &meta.iter().find(|(k, _)| k == "character").unwrap().1;
     let charset = Charset::parse(chars).unwrap();
     let pkg = Pkg::new()
         .limit("fuel = 100000000000")
         .graph("det", "det.onnx", det.clone(), "")
-        .graph("rec", "rec.onnx", rec.clone(), "tolerance = { argmax = true }")
+        .graph(
+            "rec",
+            "rec.onnx",
+            rec.clone(),
+            "tolerance = { argmax = true }",
+        )
         .file("ppocr_keys.txt", chars.as_bytes())
         .guest_stage("ocr-detect", "graphs = [\"det\"]")
-        .guest_stage("ocr-recognize", "graphs = [\"rec\"]\nread = [\"ppocr_keys.txt\"]")
+        .guest_stage(
+            "ocr-recognize",
+            "graphs = [\"rec\"]\nread = [\"ppocr_keys.txt\"]",
+        )
         .build();
-    println!("\nPP-OCRv4 OCR, three rendered lines (1 detection + 3 recognitions); median of {iters}");
+    println!(
+        "\nPP-OCRv4 OCR, three rendered lines (1 detection + 3 recognitions); median of {iters}"
+    );
     println!(
         "{:<12} {:>12} {:>12} {:>8} {:>14}",
         "backend", "native", "sandbox", "ratio", "fuel"
     );
     let mut natives = Vec::new();
-    for kind in [BackendKind::Portable, BackendKind::Tract, BackendKind::OnnxRuntime] {
-        let sb = Sandbox::new(SandboxConfig::default().pooling(true).backend(kind).ort(ort.clone())).unwrap();
+    for kind in [
+        BackendKind::Portable,
+        BackendKind::Tract,
+        BackendKind::OnnxRuntime,
+    ] {
+        let sb = Sandbox::new(
+            SandboxConfig::default()
+                .pooling(true)
+                .backend(kind)
+                .ort(ort.clone()),
+        )
+        .unwrap();
         let d = sb.backend().load(&det, ExecutionTarget::Cpu).unwrap();
         let r = sb.backend().load(&rec, ExecutionTarget::Cpu).unwrap();
         let native = median(|| drop(native_ocr(&*d, &*r, &png, &charset)), iters);

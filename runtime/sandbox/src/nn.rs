@@ -23,6 +23,7 @@
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tally_digest::Digest;
 use tally_manifest::{ExecutionTarget, Manifest};
@@ -142,6 +143,8 @@ pub(crate) struct NnRun {
     /// Recorded outputs to replay against (cross-backend verification).
     recorded: Option<Vec<Option<Vec<Tensor>>>>,
     computes: usize,
+    /// The run's wall-clock backstop, passed to backends that can stop.
+    deadline: Instant,
     /// Per (graph, output): the comparison so far.
     pub(crate) checks: BTreeMap<(String, u32), InferenceCheck>,
 }
@@ -152,8 +155,10 @@ impl NnRun {
         graphs: Arc<BTreeMap<String, GraphSource>>,
         manifest: Arc<Manifest>,
         recorded: Option<Vec<Option<Vec<Tensor>>>>,
+        deadline: Instant,
     ) -> Self {
         NnRun {
+            deadline,
             shared,
             graphs,
             tolerances: manifest,
@@ -455,7 +460,22 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
         }
         caller.set_fuel(left - cost)?;
     }
-    let computed = guard(|| graph.run(&inputs, NN_MAX_OUTPUT_BYTES));
+    let deadline = caller.data().nn.deadline;
+    let computed = guard(|| graph.run_until(&inputs, NN_MAX_OUTPUT_BYTES, deadline));
+    if matches!(computed, Err(NnError::WallTime)) {
+        // The run's wall-clock backstop, reached inside inference: the same
+        // (not deterministic) outcome as an epoch interrupt in guest code.
+        caller.data_mut().rec.push(
+            &format!("{NN_MODULE}.compute"),
+            params,
+            vec![RUNTIME_ERROR as i64],
+            None,
+            Some(format!(
+                "graph `{name}`: interrupted at the wall-clock deadline"
+            )),
+        );
+        return Err(wasmtime::Trap::Interrupt.into());
+    }
     let nn = &mut caller.data_mut().nn;
     let ordinal = nn.computes;
     nn.computes += 1;

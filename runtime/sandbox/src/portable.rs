@@ -8,10 +8,13 @@
 //! cache directory). Each loaded graph owns one instance; a trap inside it
 //! (a tract panic) becomes an error for the guest and the instance is
 //! rebuilt on the next call. Its fuel is not the guest's: the guest pays the
-//! backend-independent static cost; this store only has a memory cap.
+//! backend-independent static cost; this store only has a memory cap, and
+//! an epoch deadline: the run's wall-clock backstop stops a running graph
+//! ([`NnError::WallTime`]), which native engines cannot offer.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tally_digest::Digest;
 use tally_manifest::ExecutionTarget;
@@ -26,6 +29,9 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::host::{SeededStream, VirtualMonotonicClock, VirtualWallClock};
+
+/// How often the portable engine's epoch advances.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Largest linear memory of a portable instance: 4 GiB, all wasm32 can address.
 const MEMORY_BYTES: usize = 4 << 30;
@@ -60,8 +66,33 @@ fn engine() -> Result<Engine, String> {
         .wasm_relaxed_simd(true)
         .wasm_threads(false)
         .wasm_memory64(false)
+        // The run's wall-clock deadline interrupts a running graph: the
+        // engine's epoch advances every EPOCH_TICK (see `ticker`).
+        .epoch_interruption(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
     Engine::new(&c).map_err(|e| format!("{e:#}"))
+}
+
+/// Advances the portable engine's epoch every [`EPOCH_TICK`], for the life
+/// of the process (one thread, started with the engine).
+fn ticker(engine: &Engine) {
+    let engine = engine.clone();
+    std::thread::Builder::new()
+        .name("tally-portable-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+        })
+        .expect("spawning the portable backend's epoch thread");
+}
+
+/// Epoch ticks before `deadline` (at least one).
+fn ticks_until(deadline: Instant) -> u64 {
+    (deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis()
+        / EPOCH_TICK.as_millis()) as u64
+        + 1
 }
 
 impl PortableBackend {
@@ -79,6 +110,7 @@ impl PortableBackend {
             .get_or_init(|| {
                 let engine = engine()?;
                 let module = compile(&engine, &self.digest, self.cache_dir.as_deref())?;
+                ticker(&engine);
                 let mut linker = Linker::new(&engine);
                 wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut PData| &mut d.wasi)
                     .map_err(|e| format!("{e:#}"))?;
@@ -177,6 +209,9 @@ struct PInstance {
 }
 
 fn werr(e: wasmtime::Error) -> NnError {
+    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        return NnError::WallTime;
+    }
     NnError::Run(format!("the portable backend trapped: {e:#}"))
 }
 
@@ -223,6 +258,9 @@ impl PortableGraph {
             .build();
         let mut store = Store::new(&self.engine, PData { wasi, limits });
         store.limiter(|d| &mut d.limits);
+        // Loading a graph is not bounded by a run's deadline.
+        store.set_epoch_deadline(u64::MAX / 2);
+        store.epoch_deadline_trap();
         let instance: Instance = self
             .linker
             .instantiate(&mut store, &self.module)
@@ -271,11 +309,34 @@ impl PortableGraph {
 
 impl LoadedGraph for PortableGraph {
     fn run(&self, inputs: &[Tensor], max_output_bytes: usize) -> Result<Vec<Tensor>, NnError> {
+        self.run_ticks(inputs, max_output_bytes, u64::MAX / 2)
+    }
+
+    fn run_until(
+        &self,
+        inputs: &[Tensor],
+        max_output_bytes: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Tensor>, NnError> {
+        self.run_ticks(inputs, max_output_bytes, ticks_until(deadline))
+    }
+}
+
+impl PortableGraph {
+    /// Runs with an epoch deadline `ticks` from now; an interrupted run is
+    /// [`NnError::WallTime`] and its instance is dropped.
+    fn run_ticks(
+        &self,
+        inputs: &[Tensor],
+        max_output_bytes: usize,
+        ticks: u64,
+    ) -> Result<Vec<Tensor>, NnError> {
         let mut slot = self.instance.lock().unwrap_or_else(|p| p.into_inner());
         let mut inst = match slot.take() {
             Some(i) => i,
             None => self.instantiate()?,
         };
+        inst.store.set_epoch_deadline(ticks);
         let encoded = encode_tensors(inputs);
         let ptr = inst.put(&encoded)?;
         let max = u32::try_from(max_output_bytes).unwrap_or(u32::MAX);

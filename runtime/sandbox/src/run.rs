@@ -201,6 +201,7 @@ impl Sandbox {
             Arc::new(graphs),
             Arc::new(manifest.clone()),
             recorded,
+            deadline,
         ));
 
         let mut transcript = Transcript::new();

@@ -36,7 +36,11 @@ pub fn render(lines: &[&str], px: f32) -> (image::GrayImage, Vec<(u32, u32, u32,
     let margin = px;
     let width = lines.iter().map(|l| advance(l)).fold(0.0, f32::max) + 2.0 * margin;
     let height = lines.len() as f32 * 2.0 * px + margin;
-    let mut img = image::GrayImage::from_pixel(width.ceil() as u32, height.ceil() as u32, image::Luma([255]));
+    let mut img = image::GrayImage::from_pixel(
+        width.ceil() as u32,
+        height.ceil() as u32,
+        image::Luma([255]),
+    );
     let mut boxes = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let baseline = margin + i as f32 * 2.0 * px + scaled.ascent();
@@ -64,7 +68,12 @@ pub fn render(lines: &[&str], px: f32) -> (image::GrayImage, Vec<(u32, u32, u32,
                 let cur = img.get_pixel(px_, py).0[0];
                 img.put_pixel(px_, py, image::Luma([cur.min(v)]));
                 if coverage > 0.5 {
-                    ink = (ink.0.min(px_), ink.1.min(py), ink.2.max(px_ + 1), ink.3.max(py + 1));
+                    ink = (
+                        ink.0.min(px_),
+                        ink.1.min(py),
+                        ink.2.max(px_ + 1),
+                        ink.3.max(py + 1),
+                    );
                 }
             });
         }

@@ -33,7 +33,10 @@ fn main() {
     let tensors = Tensor::decode_all(&read_input()).unwrap_or_else(|e| fail(1, &e.0));
     let (boxes, lines) = match tensors.split_first() {
         Some((b, rest)) if b.name == "boxes" && b.shape.len() == 2 && b.shape[1] == 5 => (b, rest),
-        _ => fail(1, "expected a `boxes` [n, 5] tensor first (the output of ocr-detect)"),
+        _ => fail(
+            1,
+            "expected a `boxes` [n, 5] tensor first (the output of ocr-detect)",
+        ),
     };
     if lines.len() != boxes.shape[0] || lines.iter().any(|l| l.shape.len() != 4) {
         fail(1, "expected one `line.NNNN` [1, 3, 48, W] tensor per box");
@@ -64,10 +67,11 @@ fn main() {
             score: b[4],
         };
         let shape = [line.shape[0], line.shape[1], line.shape[2], line.shape[3]];
-        let l = recognize(&line.data, shape, bbox, &charset, &mut infer).unwrap_or_else(|e| match e {
-            Ok(e) => fail(4, &format!("recognition failed: {e}")),
-            Err(msg) => fail(4, &msg),
-        });
+        let l =
+            recognize(&line.data, shape, bbox, &charset, &mut infer).unwrap_or_else(|e| match e {
+                Ok(e) => fail(4, &format!("recognition failed: {e}")),
+                Err(msg) => fail(4, &msg),
+            });
         if l.confidence >= min_score && !l.text.is_empty() {
             out.push_str(&l.to_json());
             out.push('\n');

@@ -133,7 +133,11 @@ fn ocr_agrees_on_every_backend_and_replays_across_them() {
         assert_eq!(r.claim.fuel_consumed, runs[0].claim.fuel_consumed, "{k:?}");
     }
     for (i, original) in runs.iter().enumerate() {
-        let recorded: Vec<Vec<u8>> = original.computes.iter().map(|c| c.encoded.clone()).collect();
+        let recorded: Vec<Vec<u8>> = original
+            .computes
+            .iter()
+            .map(|c| c.encoded.clone())
+            .collect();
         for (j, verifier) in boxes.iter().enumerate() {
             let replay = verifier
                 .replay(pkg, &original.claim, image(), Some(&recorded))
@@ -177,4 +181,54 @@ fn ocr_rejects_what_is_not_an_image() {
         "{:?}",
         r.claim.outcome
     );
+}
+
+#[test]
+fn the_wall_clock_backstop_stops_a_running_portable_inference() {
+    // Neither fuel nor epochs in the guest can stop a host call; the
+    // portable backend's own epoch deadline can. An 800×960 detection whose
+    // plan is not built yet takes seconds in wasm; the run allows 200 ms.
+    let pkg = |limits: &str| {
+        Pkg::new()
+            .limit(limits)
+            .graph("det", "det.onnx", asset("ch_PP-OCRv4_det_infer.onnx"), "")
+            .guest_stage("ocr-detect", "graphs = [\"det\"]")
+            .build()
+    };
+    let sb = sandbox(BackendKind::Portable);
+    // Warm, under the default wall time: the guest compiled, the graph
+    // loaded and planned for the small image's shape (one sandbox shares
+    // them across packages, by digest).
+    let warm = sb
+        .run(&pkg("fuel = 50_000_000_000"), &RunRequest::new(image()))
+        .unwrap();
+    assert_eq!(warm.claim.outcome, Outcome::Ok, "{:?}", warm.stderr);
+    let pkg = pkg("fuel = 50_000_000_000\nwall_time_ms = 200");
+    // 928 px high: padded to a 960-high input, with no resizing in the guest.
+    let big = text::render_png(&["a line long enough to need a wide input"; 14], 32.0);
+    let r = sb.run(&pkg, &RunRequest::new(&big)).unwrap();
+    match &r.claim.outcome {
+        Outcome::Aborted { reason, .. } if reason == "wall_time" => {}
+        o => panic!("expected the wall-clock backstop, got {o:?}"),
+    }
+    assert!(r.computes.is_empty());
+    // The interrupted call is the stage's last wasi-nn call in the transcript.
+    let last = r
+        .transcript
+        .calls()
+        .iter()
+        .rev()
+        .find(|c| c.func.starts_with("wasi_ephemeral_nn."))
+        .unwrap();
+    assert_eq!(last.func, "wasi_ephemeral_nn.compute");
+    assert!(
+        last.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("wall-clock deadline"),
+        "{last:?}"
+    );
+    // The backend recovers: the next run computes.
+    let ok = sb.run(ocr_package(), &RunRequest::new(image())).unwrap();
+    assert_eq!(texts(&ok), LINES);
 }
