@@ -321,7 +321,7 @@ impl Charset {
 /// confidence (the mean probability of the kept steps; 0 for no text).
 pub fn ctc_decode(probs: &[f32], charset: &Charset) -> Result<(String, f32), String> {
     let n = charset.len();
-    if probs.is_empty() || probs.len() % n != 0 {
+    if probs.is_empty() || !probs.len().is_multiple_of(n) {
         return Err(format!(
             "the recogniser gave {} values, not a whole number of {n}-class steps; does the character list match the model?",
             probs.len()
@@ -372,19 +372,30 @@ impl Line {
 /// first output's values.
 pub type Infer<'a, E> = dyn FnMut(&[f32], [usize; 4]) -> Result<Vec<f32>, E> + 'a;
 
-/// Detection: the boxes of `img` and each box's recogniser input.
+/// A detected line, ready for the recogniser.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Where it is.
+    pub bbox: TextBox,
+    /// Its recogniser input ([`rec_input`]).
+    pub data: Vec<f32>,
+    /// `[1, 3, 48, W]`.
+    pub shape: [usize; 4],
+}
+
+/// Detection: the boxes of `img`, each with its recogniser input.
 pub fn detect<E>(
     img: &RgbImage,
     p: &DetParams,
     det: &mut Infer<'_, E>,
-) -> Result<Vec<(TextBox, Vec<f32>, [usize; 4])>, E> {
+) -> Result<Vec<Prepared>, E> {
     let input = det_input(img, p);
     let map = det(&input.data, input.shape)?;
     Ok(boxes(&map, &input, img.dimensions(), p)
         .into_iter()
-        .map(|b| {
-            let (data, shape) = rec_input(img, &b);
-            (b, data, shape)
+        .map(|bbox| {
+            let (data, shape) = rec_input(img, &bbox);
+            Prepared { bbox, data, shape }
         })
         .collect())
 }

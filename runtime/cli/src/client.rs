@@ -107,8 +107,8 @@ impl Host {
             self.url, receipt.seal.claim_digest
         );
         let bytes = self.check("tensors", self.http.get(url).send())?.bytes()?;
-        Ok(tally_receipt::decode_recorded(&bytes, transcript)
-            .context("the host's recorded inference outputs")?)
+        tally_receipt::decode_recorded(&bytes, transcript)
+            .context("the host's recorded inference outputs")
     }
 
     /// Package `id`'s bundle, checked (digests and publisher signature).

@@ -130,6 +130,7 @@ fn to_ort(t: &Tensor) -> Result<DynValue, NnError> {
         }};
     }
     Ok(match t.ty() {
+        ElemType::F16 => make!(half::f16, 2),
         ElemType::F32 => make!(f32, 4),
         ElemType::F64 => make!(f64, 8),
         ElemType::U8 => make!(u8, 1),
@@ -164,6 +165,7 @@ fn from_ort(v: &DynValue, max: usize) -> Result<Tensor, NnError> {
         }};
     }
     Ok(match ty {
+        TensorElementType::Float16 => take!(half::f16, ElemType::F16),
         TensorElementType::Float32 => take!(f32, ElemType::F32),
         TensorElementType::Float64 => take!(f64, ElemType::F64),
         TensorElementType::Uint8 => take!(u8, ElemType::U8),

@@ -134,8 +134,8 @@ fn native_ocr(
     let mut rec = |d: &[f32], s| infer(rec, d, s);
     lines
         .into_iter()
-        .map(|(b, data, shape)| {
-            let line = recognize(&data, shape, b, charset, &mut rec)
+        .map(|l| {
+            let line = recognize(&l.data, l.shape, l.bbox, charset, &mut rec)
                 .unwrap_or_else(|_| panic!("recognition"));
             std::hint::black_box(line.to_json()).len()
         })
@@ -195,7 +195,12 @@ fn ocr(iters: usize, ort: &OrtConfig) {
         .unwrap();
         let d = sb.backend().load(&det, ExecutionTarget::Cpu).unwrap();
         let r = sb.backend().load(&rec, ExecutionTarget::Cpu).unwrap();
-        let native = median(|| drop(native_ocr(&*d, &*r, &png, &charset)), iters);
+        let native = median(
+            || {
+                std::hint::black_box(native_ocr(&*d, &*r, &png, &charset));
+            },
+            iters,
+        );
         let mut fuel = 0;
         let sandboxed = median(
             || {

@@ -32,11 +32,18 @@ fn main() {
         vec![lines.len(), 5],
         lines
             .iter()
-            .flat_map(|(b, _, _)| [b.x0 as f32, b.y0 as f32, b.x1 as f32, b.y1 as f32, b.score])
+            .flat_map(|l| {
+                let b = &l.bbox;
+                [b.x0 as f32, b.y0 as f32, b.x1 as f32, b.y1 as f32, b.score]
+            })
             .collect(),
     )];
-    for (i, (_, data, shape)) in lines.into_iter().enumerate() {
-        out.push(Tensor::new(format!("line.{i:04}"), shape.to_vec(), data));
+    for (i, l) in lines.into_iter().enumerate() {
+        out.push(Tensor::new(
+            format!("line.{i:04}"),
+            l.shape.to_vec(),
+            l.data,
+        ));
     }
     write_output(&Tensor::encode_all(&out));
 }
