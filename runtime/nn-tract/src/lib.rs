@@ -14,8 +14,9 @@
 //!   standard operator domains only, a known opset, no external data, no
 //!   model-local functions.
 //! - [`onnx_metadata`]: the key/value metadata an exporter attached.
-//! - [`Model`]: a parsed graph; [`Model::plan`] builds (and caches, up to a
-//!   bound) one [`Plan`] per set of input shapes, with its static
+//! - [`Model`]: a parsed graph; [`Model::plan`] builds (and caches, the
+//!   least recently used evicted beyond a bound) one [`Plan`] per set of
+//!   input shapes, with its static
 //!   [`Plan::cost`]; [`Plan::run`] runs it.
 //!
 //! The cost of a plan is the sum, over the nodes of the *decluttered* typed
@@ -57,9 +58,6 @@ pub enum NnError {
     /// (backends that can be interrupted: `portable`).
     #[error("the run's wall-clock deadline passed during inference")]
     WallTime,
-    /// More distinct input shapes than the plan cache allows.
-    #[error("the graph was already planned for {0} distinct input shapes, the most allowed")]
-    TooManyPlans(usize),
 }
 
 /// Result alias for this crate.
@@ -448,8 +446,10 @@ pub type Signature = Vec<(ElemType, Vec<u32>)>;
 /// A checked, parsed ONNX graph, with its plans.
 pub struct Model {
     model: InferenceModel,
-    plans: HashMap<Signature, Arc<Plan>>,
+    /// Plans by signature, with the use counter of their last use.
+    plans: HashMap<Signature, (Arc<Plan>, u64)>,
     max_plans: usize,
+    uses: u64,
 }
 
 impl Model {
@@ -464,31 +464,48 @@ impl Model {
         Ok(Model {
             model,
             plans: HashMap::new(),
-            max_plans,
+            max_plans: max_plans.max(1),
+            uses: 0,
         })
     }
 
     /// The static cost of a call with inputs of this signature, without
     /// building an optimised plan (see [`Plan::cost`]).
     pub fn cost(&mut self, sig: &Signature) -> Result<u64> {
-        if let Some(p) = self.plans.get(sig) {
+        if let Some((p, _)) = self.plans.get(sig) {
             return Ok(p.cost);
         }
         let (_, cost) = Plan::declutter(self.model.clone(), sig)?;
         Ok(cost)
     }
 
-    /// The plan for inputs of this signature, built on first use.
+    /// The plan for inputs of this signature, built on first use. At most
+    /// `max_plans` are kept: a new one replaces the least recently used
+    /// (plans are pure functions of graph and signature, so which ones are
+    /// cached changes speed, never results).
     pub fn plan(&mut self, sig: &Signature) -> Result<Arc<Plan>> {
-        if let Some(p) = self.plans.get(sig) {
+        self.uses += 1;
+        if let Some((p, used)) = self.plans.get_mut(sig) {
+            *used = self.uses;
             return Ok(p.clone());
         }
-        if self.plans.len() >= self.max_plans {
-            return Err(NnError::TooManyPlans(self.max_plans));
-        }
         let plan = Arc::new(Plan::build(self.model.clone(), sig)?);
-        self.plans.insert(sig.clone(), plan.clone());
+        if self.plans.len() >= self.max_plans {
+            let oldest = self
+                .plans
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+                .expect("a full cache is not empty");
+            self.plans.remove(&oldest);
+        }
+        self.plans.insert(sig.clone(), (plan.clone(), self.uses));
         Ok(plan)
+    }
+
+    /// How many plans are cached.
+    pub fn cached_plans(&self) -> usize {
+        self.plans.len()
     }
 }
 
@@ -623,6 +640,38 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_plan_cache_evicts_the_least_recently_used_plan() {
+        let mut proto = relu(13);
+        let g = proto.graph.as_mut().unwrap();
+        for v in g.input.iter_mut().chain(g.output.iter_mut()) {
+            v.r#type = Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1, // float
+                    shape: None,
+                })),
+                ..Default::default()
+            });
+        }
+        let bytes = prost::Message::encode_to_vec(&proto);
+        let mut m = Model::load(&bytes, 2).unwrap();
+        let sig = |n: u32| vec![(ElemType::F32, vec![n])];
+        let x =
+            |n: u32| Tensor::new(ElemType::F32, vec![n], vec![0; 4 * n as usize], 1 << 20).unwrap();
+        for n in [1, 2, 1, 3] {
+            let out = m.plan(&sig(n)).unwrap().run(&[x(n)], 1 << 20).unwrap();
+            assert_eq!(out[0].dims(), &[n]);
+        }
+        // 2 was the least recently used when 3 came: 1 and 3 remain.
+        assert_eq!(m.cached_plans(), 2);
+        assert!(m.plans.contains_key(&sig(1)) && m.plans.contains_key(&sig(3)));
+        // Any number of shapes still plans and runs.
+        for n in 4..12 {
+            m.plan(&sig(n)).unwrap().run(&[x(n)], 1 << 20).unwrap();
+        }
+        assert_eq!(m.cached_plans(), 2);
     }
 
     fn check(m: &pb::ModelProto) -> Result<OnnxSummary> {
