@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tally_manifest::ExecutionTarget;
 use tally_nn::{ElemType, LoadedGraph, Tensor};
 use tally_ocr::{detect, recognize, Charset, DetParams};
+use tally_package::Package;
 use tally_sandbox::{BackendKind, OrtConfig, RunRequest, Sandbox, SandboxConfig};
 use tally_test_artifacts::pkg::{asset, assets_dir, Pkg};
 
@@ -176,6 +177,28 @@ fn ocr(iters: usize, ort: &OrtConfig) {
     println!(
         "\nPP-OCRv4 OCR, three rendered lines (1 detection + 3 recognitions); median of {iters}"
     );
+    per_backend(ort, iters, &pkg, &png, |sb| {
+        let d = sb.backend().load(&det, ExecutionTarget::Cpu).unwrap();
+        let r = sb.backend().load(&rec, ExecutionTarget::Cpu).unwrap();
+        median(
+            || {
+                std::hint::black_box(native_ocr(&*d, &*r, &png, &charset));
+            },
+            iters,
+        )
+    });
+}
+
+/// Per backend: `native(sandbox)` (the same work calling that sandbox's
+/// engine directly) against `pkg` run on `input` in the sandbox; prints a
+/// row each, then the backends' native times against native tract's.
+fn per_backend(
+    ort: &OrtConfig,
+    iters: usize,
+    pkg: &Package,
+    input: &[u8],
+    mut native: impl FnMut(&Sandbox) -> Duration,
+) {
     println!(
         "{:<12} {:>12} {:>12} {:>8} {:>14}",
         "backend", "native", "sandbox", "ratio", "fuel"
@@ -193,18 +216,11 @@ fn ocr(iters: usize, ort: &OrtConfig) {
                 .ort(ort.clone()),
         )
         .unwrap();
-        let d = sb.backend().load(&det, ExecutionTarget::Cpu).unwrap();
-        let r = sb.backend().load(&rec, ExecutionTarget::Cpu).unwrap();
-        let native = median(
-            || {
-                std::hint::black_box(native_ocr(&*d, &*r, &png, &charset));
-            },
-            iters,
-        );
+        let native = native(&sb);
         let mut fuel = 0;
         let sandboxed = median(
             || {
-                let r = sb.run(&pkg, &RunRequest::new(&png)).unwrap();
+                let r = sb.run(pkg, &RunRequest::new(input)).unwrap();
                 assert!(r.claim.outcome.is_ok(), "{:?}", r.stderr);
                 fuel = r.claim.fuel_consumed;
             },
@@ -255,44 +271,9 @@ fn main() {
         "silero VAD, 10 s of audio, {} inferences; median of {iters}",
         samples.len().div_ceil(512)
     );
-    println!(
-        "{:<12} {:>12} {:>12} {:>8} {:>14}",
-        "backend", "native loop", "sandbox", "ratio", "fuel"
-    );
-    let mut natives = Vec::new();
-    for kind in [
-        BackendKind::Portable,
-        BackendKind::Tract,
-        BackendKind::OnnxRuntime,
-    ] {
-        let sb = Sandbox::new(
-            SandboxConfig::default()
-                .pooling(true)
-                .backend(kind)
-                .ort(ort.clone()),
-        )
-        .unwrap();
-        let native = median(|| native_vad(&sb, &graph, &samples), iters);
-        let mut fuel = 0;
-        let sandboxed = median(
-            || {
-                let r = sb.run(&pkg, &RunRequest::new(&input)).unwrap();
-                assert!(r.claim.outcome.is_ok(), "{:?}", r.stderr);
-                fuel = r.claim.fuel_consumed;
-            },
-            iters,
-        );
-        println!(
-            "{:<12} {:>9.1} ms {:>9.1} ms {:>7.3}x {:>14}",
-            kind.name(),
-            native.as_secs_f64() * 1e3,
-            sandboxed.as_secs_f64() * 1e3,
-            sandboxed.as_secs_f64() / native.as_secs_f64(),
-            fuel
-        );
-        natives.push((kind, native));
-    }
-    compare_backends(&natives);
+    per_backend(&ort, iters, &pkg, &input, |sb| {
+        median(|| native_vad(sb, &graph, &samples), iters)
+    });
     ocr(iters, &ort);
 
     println!("\nPP-OCRv4 det on native tract: fuel charged vs wall time");

@@ -165,14 +165,10 @@ pub fn vad_segments() {
     // (the cost model does not depend on the backend).
     let (input, truth) = speech_sample();
     let pkg = vad_package();
-    let runs: Vec<RunResult> = [
-        BackendKind::Portable,
-        BackendKind::Tract,
-        BackendKind::OnnxRuntime,
-    ]
-    .into_iter()
-    .map(|k| sandbox(k).run(&pkg, &RunRequest::new(input)).unwrap())
-    .collect();
+    let runs: Vec<RunResult> = BACKENDS
+        .into_iter()
+        .map(|k| sandbox(k).run(&pkg, &RunRequest::new(input)).unwrap())
+        .collect();
     let first = segments(&runs[0]);
     assert_segments_match_truth(&first, truth);
     for r in &runs[1..] {
@@ -182,18 +178,29 @@ pub fn vad_segments() {
     }
 }
 
-#[test]
-fn receipts_replay_across_backends_within_tolerance() {
-    let (input, _) = speech_sample();
-    let pkg = vad_package();
-    let kinds = [
-        BackendKind::Portable,
-        BackendKind::Tract,
-        BackendKind::OnnxRuntime,
-    ];
-    let boxes: Vec<Sandbox> = kinds.iter().map(|&k| sandbox(k)).collect();
-    for (i, host) in boxes.iter().enumerate() {
-        let original = host.run(&pkg, &RunRequest::new(input)).unwrap();
+/// The backends, in the order the helpers use.
+pub const BACKENDS: [BackendKind; 3] = [
+    BackendKind::Portable,
+    BackendKind::Tract,
+    BackendKind::OnnxRuntime,
+];
+
+/// Runs `pkg` on `input` on every backend and replays each run on every
+/// backend with its recorded outputs: every replay must match its claim
+/// and transcript, with every compared output within tolerance, and
+/// compare outputs exactly when the backends differ. `more` checks each
+/// (host, verifier, replay) further. Returns the original runs.
+pub fn assert_replays_across_backends(
+    pkg: &Package,
+    input: &[u8],
+    mut more: impl FnMut(usize, usize, &RunResult),
+) -> Vec<RunResult> {
+    let boxes: Vec<Sandbox> = BACKENDS.iter().map(|&k| sandbox(k)).collect();
+    let runs: Vec<RunResult> = boxes
+        .iter()
+        .map(|b| b.run(pkg, &RunRequest::new(input)).unwrap())
+        .collect();
+    for (i, original) in runs.iter().enumerate() {
         let recorded: Vec<Vec<u8>> = original
             .computes
             .iter()
@@ -201,30 +208,36 @@ fn receipts_replay_across_backends_within_tolerance() {
             .collect();
         for (j, verifier) in boxes.iter().enumerate() {
             let replay = verifier
-                .replay(&pkg, &original.claim, input, Some(&recorded))
+                .replay(pkg, &original.claim, input, Some(&recorded))
                 .unwrap();
             let mismatches = tally_receipt::compare(&original.claim, &replay.claim);
-            assert!(
-                mismatches.is_empty(),
-                "{:?} on {:?}: {mismatches:?}",
-                kinds[i],
-                kinds[j]
+            let pair = format!("{:?} on {:?}", BACKENDS[i], BACKENDS[j]);
+            assert!(mismatches.is_empty(), "{pair}: {mismatches:?}");
+            assert_eq!(
+                replay.transcript.root(),
+                original.transcript.root(),
+                "{pair}"
             );
-            assert_eq!(replay.transcript.root(), original.transcript.root());
-            if i == j {
-                assert!(
-                    replay.inference.is_empty(),
-                    "same backend: bit-exact, nothing to compare"
-                );
-            } else {
-                assert_eq!(replay.inference.len(), 2, "two outputs compared");
-                for c in &replay.inference {
-                    assert!(c.within, "{}", c.render());
-                    assert!(c.calls > 100);
-                }
+            // Same backend: bit-exact, nothing to compare.
+            assert_eq!(replay.inference.is_empty(), i == j, "{pair}");
+            for c in &replay.inference {
+                assert!(c.within, "{pair}: {}", c.render());
             }
+            more(i, j, &replay);
         }
     }
+    runs
+}
+
+#[test]
+fn receipts_replay_across_backends_within_tolerance() {
+    let (input, _) = speech_sample();
+    assert_replays_across_backends(&vad_package(), input, |i, j, replay| {
+        if i != j {
+            assert_eq!(replay.inference.len(), 2, "two outputs compared");
+            assert!(replay.inference.iter().all(|c| c.calls > 100));
+        }
+    });
 }
 
 #[test]

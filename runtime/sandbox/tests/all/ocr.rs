@@ -6,11 +6,11 @@ use std::sync::OnceLock;
 
 use tally_package::Package;
 use tally_receipt::Outcome;
-use tally_sandbox::{BackendKind, RunRequest, RunResult, Sandbox};
+use tally_sandbox::{BackendKind, RunRequest, RunResult};
 use tally_test_artifacts::pkg::{asset, Pkg};
 use tally_test_artifacts::text;
 
-use crate::nn::sandbox;
+use crate::nn::{assert_replays_across_backends, sandbox, BACKENDS};
 use crate::util::{assert_limit, text as output_text};
 
 /// The text the images hold, one entry per line.
@@ -18,12 +18,6 @@ pub const LINES: [&str; 3] = [
     "Verifiable inference for everyone",
     "Receipts replay on any host",
     "Fuel 4096 and digest 7f3a9c",
-];
-
-const BACKENDS: [BackendKind; 3] = [
-    BackendKind::Portable,
-    BackendKind::Tract,
-    BackendKind::OnnxRuntime,
 ];
 
 /// The recogniser's character list, from its ONNX metadata.
@@ -121,39 +115,11 @@ pub fn ocr_recognize() {
 
 #[test]
 fn ocr_agrees_on_every_backend_and_replays_across_them() {
-    let pkg = ocr_package();
-    let boxes: Vec<Sandbox> = BACKENDS.iter().map(|&k| sandbox(k)).collect();
-    let runs: Vec<RunResult> = boxes
-        .iter()
-        .map(|b| b.run(pkg, &RunRequest::new(image())).unwrap())
-        .collect();
+    let runs = assert_replays_across_backends(ocr_package(), image(), |_, _, _| {});
     for (r, k) in runs.iter().zip(BACKENDS) {
         assert_eq!(texts(r), LINES, "{k:?}");
         // The static cost model: the same fuel whichever backend ran.
         assert_eq!(r.claim.fuel_consumed, runs[0].claim.fuel_consumed, "{k:?}");
-    }
-    for (i, original) in runs.iter().enumerate() {
-        let recorded: Vec<Vec<u8>> = original
-            .computes
-            .iter()
-            .map(|c| c.encoded.clone())
-            .collect();
-        for (j, verifier) in boxes.iter().enumerate() {
-            let replay = verifier
-                .replay(pkg, &original.claim, image(), Some(&recorded))
-                .unwrap();
-            let mismatches = tally_receipt::compare(&original.claim, &replay.claim);
-            assert!(
-                mismatches.is_empty(),
-                "{:?} on {:?}: {mismatches:?}",
-                BACKENDS[i],
-                BACKENDS[j]
-            );
-            for c in &replay.inference {
-                assert!(c.within, "{}", c.render());
-            }
-            assert_eq!(replay.inference.is_empty(), i == j);
-        }
     }
 }
 
