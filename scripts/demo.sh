@@ -46,7 +46,11 @@ echo "== inspect"
 echo "== run $id on manifests/ocr/sample.png (backend: portable)"
 "$tally" run "$id" --input manifests/ocr/sample.png --output "$work/out.jsonl" --receipt "$work/receipt.json"
 echo "== recognised text"
+sed -e 's/.*"text":"\(.*\)"}$/\1/' "$work/out.jsonl"
+echo "== output ($work/out.jsonl)"
 cat "$work/out.jsonl"
 echo "== verify (replay on the portable backend: bit-exact)"
 "$tally" verify "$work/receipt.json" --input manifests/ocr/sample.png
+echo "== verify on another backend (native tract: each inference within the manifest's tolerance, the guests bit-exact)"
+"$tally" verify "$work/receipt.json" --input manifests/ocr/sample.png --backend tract
 echo "== done: receipt at $work/receipt.json"
