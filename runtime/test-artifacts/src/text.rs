@@ -1,7 +1,7 @@
 //! Images of known text, rendered with DejaVu Sans (Debian's
 //! `fonts-dejavu-core`, which `scripts/test.sh` installs), for OCR tests.
 
-use ab_glyph::{Font, FontVec, PxScale, ScaleFont};
+use ab_glyph::{Font, FontVec, GlyphId, PxScale, PxScaleFont, ScaleFont};
 
 /// Where Debian installs DejaVu Sans; `$TALLY_FONT` overrides it.
 pub const DEJAVU_SANS: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -14,27 +14,35 @@ fn font() -> FontVec {
     FontVec::try_from_vec(bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The glyphs of `line` with their pen positions (kerned) from `start`,
+/// and where the pen ends.
+fn layout(font: &PxScaleFont<&FontVec>, line: &str, start: f32) -> (Vec<(GlyphId, f32)>, f32) {
+    let (mut x, mut prev) = (start, None);
+    let mut glyphs = Vec::new();
+    for c in line.chars() {
+        let id = font.glyph_id(c);
+        if let Some(p) = prev {
+            x += font.kern(p, id);
+        }
+        glyphs.push((id, x));
+        x += font.h_advance(id);
+        prev = Some(id);
+    }
+    (glyphs, x)
+}
+
 /// Black `lines` on white at `px` pixels per em, one line every 2 em, with
 /// a 1 em margin; returns the image and each line's box `(x0, y0, x1, y1)`
 /// (its inked extent).
 pub fn render(lines: &[&str], px: f32) -> (image::GrayImage, Vec<(u32, u32, u32, u32)>) {
     let font = font();
     let scaled = font.as_scaled(PxScale::from(px));
-    let advance = |line: &str| -> f32 {
-        let mut w = 0.0;
-        let mut prev = None;
-        for c in line.chars() {
-            let id = scaled.glyph_id(c);
-            if let Some(p) = prev {
-                w += scaled.kern(p, id);
-            }
-            w += scaled.h_advance(id);
-            prev = Some(id);
-        }
-        w
-    };
     let margin = px;
-    let width = lines.iter().map(|l| advance(l)).fold(0.0, f32::max) + 2.0 * margin;
+    let width = lines
+        .iter()
+        .map(|l| layout(&scaled, l, 0.0).1)
+        .fold(0.0, f32::max)
+        + 2.0 * margin;
     let height = lines.len() as f32 * 2.0 * px + margin;
     let mut img = image::GrayImage::from_pixel(
         width.ceil() as u32,
@@ -44,16 +52,9 @@ pub fn render(lines: &[&str], px: f32) -> (image::GrayImage, Vec<(u32, u32, u32,
     let mut boxes = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let baseline = margin + i as f32 * 2.0 * px + scaled.ascent();
-        let (mut x, mut prev) = (margin, None);
         let mut ink = (u32::MAX, u32::MAX, 0, 0);
-        for c in line.chars() {
-            let id = scaled.glyph_id(c);
-            if let Some(p) = prev {
-                x += scaled.kern(p, id);
-            }
+        for (id, x) in layout(&scaled, line, margin).0 {
             let glyph = id.with_scale_and_position(px, ab_glyph::point(x, baseline));
-            x += scaled.h_advance(id);
-            prev = Some(id);
             let Some(outline) = font.outline_glyph(glyph) else {
                 continue; // a space
             };
