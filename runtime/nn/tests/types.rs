@@ -50,11 +50,8 @@ fn identity(onnx_type: i32) -> Vec<u8> {
 }
 
 fn ort() -> OrtBackend {
-    let dir = std::env::var_os("TALLY_ASSETS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../.assets").into());
     let mut c = OrtConfig::default();
-    c.library = dir.join("libonnxruntime.so.1.31.1");
+    c.library = tally_test_artifacts::pkg::assets_dir().join("libonnxruntime.so.1.31.1");
     OrtBackend::new(&c).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -30,6 +30,9 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::host::{SeededStream, VirtualMonotonicClock, VirtualWallClock};
 
+/// An epoch deadline no run reaches: loading, and runs without a deadline.
+const NO_DEADLINE: u64 = u64::MAX / 2;
+
 /// How often the portable engine's epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -259,7 +262,7 @@ impl PortableGraph {
         let mut store = Store::new(&self.engine, PData { wasi, limits });
         store.limiter(|d| &mut d.limits);
         // Loading a graph is not bounded by a run's deadline.
-        store.set_epoch_deadline(u64::MAX / 2);
+        store.set_epoch_deadline(NO_DEADLINE);
         store.epoch_deadline_trap();
         let instance: Instance = self
             .linker
@@ -309,7 +312,7 @@ impl PortableGraph {
 
 impl LoadedGraph for PortableGraph {
     fn run(&self, inputs: &[Tensor], max_output_bytes: usize) -> Result<Vec<Tensor>, NnError> {
-        self.run_ticks(inputs, max_output_bytes, u64::MAX / 2)
+        self.run_ticks(inputs, max_output_bytes, NO_DEADLINE)
     }
 
     fn run_until(
