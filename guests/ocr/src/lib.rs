@@ -27,6 +27,7 @@
 
 use image::imageops::FilterType;
 use image::RgbImage;
+use tally_guest::{flag_value, parse_flags, unknown_flag};
 
 /// Padded side lengths the detector sees (each side independently).
 pub const DET_SIDES: [u32; 6] = [320, 480, 640, 800, 960, 1280];
@@ -74,24 +75,57 @@ impl DetParams {
     /// `--max-candidates`).
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
         let mut p = DetParams::default();
-        let mut it = args.into_iter();
-        while let Some(flag) = it.next() {
-            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
-            match flag.as_str() {
-                "--max-input-side" => p.max_input_side = value.parse().map_err(|e| bad(&e))?,
-                "--max-side" => p.max_side = value.parse().map_err(|e| bad(&e))?,
-                "--thresh" => p.thresh = value.parse().map_err(|e| bad(&e))?,
-                "--box-thresh" => p.box_thresh = value.parse().map_err(|e| bad(&e))?,
-                "--unclip-ratio" => p.unclip_ratio = value.parse().map_err(|e| bad(&e))?,
-                "--max-candidates" => p.max_candidates = value.parse().map_err(|e| bad(&e))?,
-                other => return Err(format!("unknown option {other}")),
+        parse_flags(args, |flag, v| {
+            match flag {
+                "--max-input-side" => p.max_input_side = flag_value(flag, v)?,
+                "--max-side" => p.max_side = flag_value(flag, v)?,
+                "--thresh" => p.thresh = flag_value(flag, v)?,
+                "--box-thresh" => p.box_thresh = flag_value(flag, v)?,
+                "--unclip-ratio" => p.unclip_ratio = flag_value(flag, v)?,
+                "--max-candidates" => p.max_candidates = flag_value(flag, v)?,
+                other => return Err(unknown_flag(other)),
             }
-        }
+            Ok(())
+        })?;
         let last = DET_SIDES[DET_SIDES.len() - 1];
         if p.max_side < 32 || p.max_side > last {
             return Err(format!("--max-side must be between 32 and {last}"));
         }
+        Ok(p)
+    }
+}
+
+/// Recognition parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecParams {
+    /// The character list, one per line (default `/pkg/ppocr_keys.txt`).
+    pub charset: String,
+    /// Lines with a lower confidence are dropped (default 0.5, rapidocr's
+    /// `text_score`).
+    pub min_score: f32,
+}
+
+impl Default for RecParams {
+    fn default() -> Self {
+        RecParams {
+            charset: "/pkg/ppocr_keys.txt".into(),
+            min_score: 0.5,
+        }
+    }
+}
+
+impl RecParams {
+    /// Defaults overridden by `--charset PATH` and `--min-score X`.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut p = RecParams::default();
+        parse_flags(args, |flag, v| {
+            match flag {
+                "--charset" => p.charset = v.to_string(),
+                "--min-score" => p.min_score = flag_value(flag, v)?,
+                other => return Err(unknown_flag(other)),
+            }
+            Ok(())
+        })?;
         Ok(p)
     }
 }
@@ -474,6 +508,62 @@ mod tests {
             b.iter().map(|b| (b.x0, b.y0)).collect::<Vec<_>>(),
             [(10, 10), (50, 12), (0, 40)]
         );
+    }
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parameters_come_from_flags_and_are_bounded() {
+        let p = DetParams::from_args(args(&["--max-side", "640", "--thresh", "0.4"])).unwrap();
+        assert_eq!((p.max_side, p.thresh), (640, 0.4));
+        for bad in ["31", "1281"] {
+            assert_eq!(
+                DetParams::from_args(args(&["--max-side", bad])),
+                Err("--max-side must be between 32 and 1280".into())
+            );
+        }
+        assert_eq!(
+            DetParams::from_args(args(&["--dpi", "300"])),
+            Err("unknown option --dpi".into())
+        );
+        let r =
+            RecParams::from_args(args(&["--charset", "/pkg/k.txt", "--min-score", "0.8"])).unwrap();
+        assert_eq!(
+            r,
+            RecParams {
+                charset: "/pkg/k.txt".into(),
+                min_score: 0.8
+            }
+        );
+        assert!(RecParams::from_args(args(&["--min-score", "high"])).is_err());
+        assert_eq!(
+            RecParams::from_args(args(&[])).unwrap(),
+            RecParams::default()
+        );
+    }
+
+    #[test]
+    fn an_empty_character_list_is_an_error() {
+        assert!(Charset::parse("").is_err());
+    }
+
+    #[test]
+    fn a_line_longer_than_the_widest_input_is_squeezed_into_it() {
+        // 4000 × 20: 9600 px wide at height 48, beyond the last width.
+        let img = RgbImage::from_pixel(4000, 20, image::Rgb([0, 0, 0]));
+        let b = TextBox {
+            x0: 0,
+            y0: 0,
+            x1: 4000,
+            y1: 20,
+            score: 1.0,
+        };
+        let (data, shape) = rec_input(&img, &b);
+        assert_eq!(shape, [1, 3, 48, 1920]);
+        // Black everywhere: no zero (grey) padding on the right.
+        assert!(data.iter().all(|&v| v == -1.0));
     }
 
     #[test]

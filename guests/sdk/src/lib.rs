@@ -38,6 +38,34 @@ pub fn fail(code: i32, msg: &str) -> ! {
     std::process::exit(code)
 }
 
+/// Parses a stage's `--name value` arguments: `set(name, value)` applies
+/// one pair and returns an error for an unknown name or a bad value (see
+/// [`flag_value`]). A name without a value is an error too.
+pub fn parse_flags(
+    args: impl IntoIterator<Item = String>,
+    mut set: impl FnMut(&str, &str) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        set(&flag, &value)?;
+    }
+    Ok(())
+}
+
+/// `value` parsed as a `T`, or `"{flag} {value}: {why}"`.
+pub fn flag_value<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e| format!("{flag} {value}: {e}"))
+}
+
+/// The error for a flag a stage does not know.
+pub fn unknown_flag(flag: &str) -> String {
+    format!("unknown option {flag}")
+}
+
 /// A named, dense, row-major f32 tensor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -138,6 +166,30 @@ mod tests {
         let t = Tensor::new("x", vec![2, 3], vec![0.0, 1.0, 2.0, 3.0, 4.0, -5.5]);
         let back = Tensor::decode_all(&Tensor::encode_all(std::slice::from_ref(&t))).unwrap();
         assert_eq!(back, vec![t]);
+    }
+
+    #[test]
+    fn flags_come_in_pairs_and_name_what_is_wrong() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut n = 0u32;
+        let mut set = |f: &str, v: &str| match f {
+            "--n" => flag_value(f, v).map(|x| n = x),
+            _ => Err(unknown_flag(f)),
+        };
+        assert_eq!(parse_flags(args(&["--n", "7"]), &mut set), Ok(()));
+        assert_eq!(
+            parse_flags(args(&["--n"]), &mut set),
+            Err("--n needs a value".into())
+        );
+        assert_eq!(
+            parse_flags(args(&["--n", "x"]), &mut set),
+            Err("--n x: invalid digit found in string".into())
+        );
+        assert_eq!(
+            parse_flags(args(&["--m", "1"]), &mut set),
+            Err("unknown option --m".into())
+        );
+        assert_eq!(n, 7);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   `--min-silence-ms`, `--pad-ms`) and writes one JSON line per
 //!   segment: `{"start_ms":…,"end_ms":…}`.
 
+use tally_guest::{flag_value, parse_flags, unknown_flag};
+
 /// Sample rate the model takes.
 pub const SAMPLE_RATE: u32 = 16_000;
 /// Samples per window (32 ms).
@@ -120,19 +122,17 @@ impl Params {
     /// Defaults overridden by `--name value` pairs from `args`.
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
         let mut p = Params::default();
-        let mut it = args.into_iter();
-        while let Some(flag) = it.next() {
-            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
-            match flag.as_str() {
-                "--threshold" => p.threshold = value.parse().map_err(|e| bad(&e))?,
-                "--neg-threshold" => p.neg_threshold = value.parse().map_err(|e| bad(&e))?,
-                "--min-speech-ms" => p.min_speech_ms = value.parse().map_err(|e| bad(&e))?,
-                "--min-silence-ms" => p.min_silence_ms = value.parse().map_err(|e| bad(&e))?,
-                "--pad-ms" => p.pad_ms = value.parse().map_err(|e| bad(&e))?,
-                other => return Err(format!("unknown option {other}")),
+        parse_flags(args, |flag, v| {
+            match flag {
+                "--threshold" => p.threshold = flag_value(flag, v)?,
+                "--neg-threshold" => p.neg_threshold = flag_value(flag, v)?,
+                "--min-speech-ms" => p.min_speech_ms = flag_value(flag, v)?,
+                "--min-silence-ms" => p.min_silence_ms = flag_value(flag, v)?,
+                "--pad-ms" => p.pad_ms = flag_value(flag, v)?,
+                other => return Err(unknown_flag(other)),
             }
-        }
+            Ok(())
+        })?;
         Ok(p)
     }
 }

@@ -1,35 +1,19 @@
 //! Stage: `ocr-detect`'s tensors on stdin → one JSON line per text line.
 //!
 //! Runs the graph `rec` through wasi-nn on each `line.NNNN` and decodes it
-//! with the character list at `--charset PATH` (default
-//! `/pkg/ppocr_keys.txt`); lines with a confidence below `--min-score`
-//! (default 0.5) are dropped.
+//! with the character list at `--charset PATH`; lines with a confidence
+//! below `--min-score` are dropped (see the library's `RecParams`).
 
 use tally_guest::{fail, read_input, write_output, Tensor};
-use tally_ocr::{recognize, Charset, TextBox};
+use tally_ocr::{recognize, Charset, RecParams, TextBox};
 use wasi_nn::{ExecutionTarget, GraphBuilder, GraphEncoding, TensorType};
 
 fn main() {
-    let (mut charset_path, mut min_score) = ("/pkg/ppocr_keys.txt".to_string(), 0.5f32);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .unwrap_or_else(|| fail(2, &format!("{flag} needs a value")));
-        match flag.as_str() {
-            "--charset" => charset_path = value,
-            "--min-score" => {
-                min_score = value
-                    .parse()
-                    .unwrap_or_else(|e| fail(2, &format!("--min-score {value}: {e}")))
-            }
-            other => fail(2, &format!("unknown option {other}")),
-        }
-    }
-    let charset = std::fs::read_to_string(&charset_path)
+    let p = RecParams::from_args(std::env::args().skip(1)).unwrap_or_else(|e| fail(2, &e));
+    let charset = std::fs::read_to_string(&p.charset)
         .map_err(|e| e.to_string())
         .and_then(|t| Charset::parse(&t))
-        .unwrap_or_else(|e| fail(2, &format!("character list {charset_path}: {e}")));
+        .unwrap_or_else(|e| fail(2, &format!("character list {}: {e}", p.charset)));
     let tensors = Tensor::decode_all(&read_input()).unwrap_or_else(|e| fail(1, &e.0));
     let (boxes, lines) = match tensors.split_first() {
         Some((b, rest)) if b.name == "boxes" && b.shape.len() == 2 && b.shape[1] == 5 => (b, rest),
@@ -72,7 +56,7 @@ fn main() {
                 Ok(e) => fail(4, &format!("recognition failed: {e}")),
                 Err(msg) => fail(4, &msg),
             });
-        if l.confidence >= min_score && !l.text.is_empty() {
+        if l.confidence >= p.min_score && !l.text.is_empty() {
             out.push_str(&l.to_json());
             out.push('\n');
         }
