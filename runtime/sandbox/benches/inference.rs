@@ -145,35 +145,13 @@ fn native_ocr(
 
 /// OCR in the sandbox against the same pipeline natively, per backend.
 fn ocr(iters: usize, ort: &OrtConfig) {
-    const LINES: [&str; 3] = [
-        "Verifiable inference for everyone",
-        "Receipts replay on any host",
-        "Fuel 4096 and digest 7f3a9c",
-    ];
-    let png = tally_test_artifacts::text::render_png(&LINES, 32.0);
+    let png = tally_test_artifacts::text::render_png(&tally_test_artifacts::text::OCR_LINES, 32.0);
     let (det, rec) = (
         asset("ch_PP-OCRv4_det_infer.onnx"),
         asset("ch_PP-OCRv4_rec_infer.onnx"),
     );
-    let meta = tally_nn_tract::onnx_metadata(&rec).unwrap();
-    let chars = &meta.iter().find(|(k, _)| k == "character").unwrap().1;
-    let charset = Charset::parse(chars).unwrap();
-    let pkg = Pkg::new()
-        .limit("fuel = 100000000000")
-        .graph("det", "det.onnx", det.clone(), "")
-        .graph(
-            "rec",
-            "rec.onnx",
-            rec.clone(),
-            "tolerance = { argmax = true }",
-        )
-        .file("ppocr_keys.txt", chars.as_bytes())
-        .guest_stage("ocr-detect", "graphs = [\"det\"]")
-        .guest_stage(
-            "ocr-recognize",
-            "graphs = [\"rec\"]\nread = [\"ppocr_keys.txt\"]",
-        )
-        .build();
+    let charset = Charset::parse(&tally_test_artifacts::pkg::ocr_charset()).unwrap();
+    let pkg = tally_test_artifacts::pkg::ocr_package(100_000_000_000);
     println!(
         "\nPP-OCRv4 OCR, three rendered lines (1 detection + 3 recognitions); median of {iters}"
     );

@@ -159,3 +159,34 @@ pub fn asset(name: &str) -> Vec<u8> {
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run scripts/fetch-assets.sh first", path.display()))
 }
+
+/// The PP-OCRv4 recogniser's character list: its `character` metadata.
+pub fn ocr_charset() -> String {
+    let meta = tally_nn_tract::onnx_metadata(&asset("ch_PP-OCRv4_rec_infer.onnx"))
+        .expect("the recogniser is an ONNX model");
+    meta.into_iter()
+        .find(|(k, _)| k == "character")
+        .map(|(_, v)| v)
+        .expect("the PP-OCRv4 recogniser carries its character list")
+}
+
+/// The OCR pipeline of `guests/ocr` on PP-OCRv4 with `fuel`, built in
+/// memory the way `manifests/ocr/tally.toml.in` describes it.
+pub fn ocr_package(fuel: u64) -> Package {
+    Pkg::new()
+        .limit(&format!("fuel = {fuel}"))
+        .graph("det", "det.onnx", asset("ch_PP-OCRv4_det_infer.onnx"), "")
+        .graph(
+            "rec",
+            "rec.onnx",
+            asset("ch_PP-OCRv4_rec_infer.onnx"),
+            "tolerance = { argmax = true }",
+        )
+        .file("ppocr_keys.txt", ocr_charset().as_bytes())
+        .guest_stage("ocr-detect", "graphs = [\"det\"]")
+        .guest_stage(
+            "ocr-recognize",
+            "graphs = [\"rec\"]\nread = [\"ppocr_keys.txt\"]",
+        )
+        .build()
+}

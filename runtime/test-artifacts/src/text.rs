@@ -3,6 +3,13 @@
 
 use ab_glyph::{Font, FontVec, GlyphId, PxScale, PxScaleFont, ScaleFont};
 
+/// Three lines of known text the OCR tests and benchmark render and read.
+pub const OCR_LINES: [&str; 3] = [
+    "Verifiable inference for everyone",
+    "Receipts replay on any host",
+    "Fuel 4096 and digest 7f3a9c",
+];
+
 /// Where Debian installs DejaVu Sans; `$TALLY_FONT` overrides it.
 pub const DEJAVU_SANS: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 

@@ -7,46 +7,18 @@ use std::sync::OnceLock;
 use tally_package::Package;
 use tally_receipt::Outcome;
 use tally_sandbox::{BackendKind, RunRequest, RunResult};
-use tally_test_artifacts::pkg::{asset, Pkg};
+use tally_test_artifacts::pkg::{self, asset, Pkg};
 use tally_test_artifacts::text;
 
 use crate::nn::{assert_replays_across_backends, sandbox, BACKENDS};
 use crate::util::{assert_limit, text as output_text};
 
 /// The text the images hold, one entry per line.
-pub const LINES: [&str; 3] = [
-    "Verifiable inference for everyone",
-    "Receipts replay on any host",
-    "Fuel 4096 and digest 7f3a9c",
-];
-
-/// The recogniser's character list, from its ONNX metadata.
-fn charset() -> Vec<u8> {
-    let meta = tally_nn_tract::onnx_metadata(&asset("ch_PP-OCRv4_rec_infer.onnx")).unwrap();
-    let (_, chars) = meta.into_iter().find(|(k, _)| k == "character").unwrap();
-    chars.into_bytes()
-}
+pub const LINES: [&str; 3] = text::OCR_LINES;
 
 pub fn ocr_package() -> &'static Package {
     static PKG: OnceLock<Package> = OnceLock::new();
-    PKG.get_or_init(|| {
-        Pkg::new()
-            .limit("fuel = 50_000_000_000")
-            .graph("det", "det.onnx", asset("ch_PP-OCRv4_det_infer.onnx"), "")
-            .graph(
-                "rec",
-                "rec.onnx",
-                asset("ch_PP-OCRv4_rec_infer.onnx"),
-                "tolerance = { argmax = true }",
-            )
-            .file("ppocr_keys.txt", &charset())
-            .guest_stage("ocr-detect", "graphs = [\"det\"]")
-            .guest_stage(
-                "ocr-recognize",
-                "graphs = [\"rec\"]\nread = [\"ppocr_keys.txt\"]",
-            )
-            .build()
-    })
+    PKG.get_or_init(|| pkg::ocr_package(50_000_000_000))
 }
 
 fn image() -> &'static [u8] {
