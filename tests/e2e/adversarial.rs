@@ -109,3 +109,105 @@ fn guests_cannot_escape_or_reach_the_network() {
     let transcript = d.read_string("r.json.transcript");
     assert!(!transcript.contains("tally.grant"), "no files were granted");
 }
+
+#[cfg(unix)]
+#[test]
+fn keygen_never_shows_the_secret_to_a_reader_of_the_old_file() {
+    // The key file is written as a new 0600 file and renamed into place:
+    // a reader that opened the old (world-readable) file never sees the
+    // new secret, and the new file is never readable by others.
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let d = Dir::new();
+    d.write("k.key", b"old\n");
+    std::fs::set_permissions(d.path("k.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut early = std::fs::File::open(d.path("k.key")).unwrap();
+    d.tally(&["keygen", "--out", "k.key", "--force"]).expect(0);
+    let mut seen = String::new();
+    early.read_to_string(&mut seen).unwrap();
+    assert_eq!(seen, "old\n", "the old file's reader saw the new secret");
+    let mode = std::fs::metadata(d.path("k.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(d.read_string("k.key").trim().len(), 64);
+}
+
+/// The largest resident set (bytes) any child of this test process has
+/// had so far: an upper bound on each `tally` run's peak.
+fn children_peak_rss() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) }, 0);
+    u.ru_maxrss as u64 * 1024
+}
+
+#[test]
+fn a_graph_that_folds_into_gigabytes_is_refused_within_the_analysis_cap() {
+    // A few hundred bytes of ONNX: ConstantOfShape([rows, cols]) summed.
+    // Typing or loading it natively folds the whole constant (8 GiB and
+    // 1 GiB here); the host must refuse it on every backend at load, before
+    // any engine folds it, and stay far below that: the check runs in the
+    // portable engine, capped at 1 GiB (tract in wasm32 also refuses a
+    // constant it cannot address).
+    let d = Dir::new();
+    d.write("in", &[0u8; 4]);
+    let ort = tally_test_artifacts::pkg::assets_dir().join("libonnxruntime.so.1.31.1");
+    for (rows, cols) in [(65536, 32768), (16384, 16384)] {
+        let graph = tally_test_artifacts::onnx::constant_of_shape_sum(rows, cols);
+        d.write("fold/g.onnx", &graph);
+        let extra = format!(
+            "[graphs.g]\npath = \"g.onnx\"\ndigest = \"{}\"\n",
+            tally_digest::Digest::of(&graph)
+        );
+        d.package(
+            "fold",
+            &[("nn-run", "graphs = [\"g\"]\nargs = [\"g\", \"1\"]")],
+            &extra,
+        );
+        for backend in [
+            &["--backend", "tract"][..],
+            &["--backend", "portable"],
+            &[
+                "--backend",
+                "onnxruntime",
+                "--ort-lib",
+                ort.to_str().unwrap(),
+            ],
+        ] {
+            let mut args = vec![
+                "run",
+                "fold.tally",
+                "--input",
+                "in",
+                "--output",
+                "o",
+                "--receipt",
+                "r.json",
+            ];
+            args.extend_from_slice(backend);
+            d.tally(&args).expect(1);
+            let o = outcome(&d, "r.json");
+            // nn-run exits 10 + errno: load_by_name answered runtime_error.
+            assert_eq!(o["kind"], "exit", "{rows}×{cols} {backend:?}: {o}");
+            assert_eq!(o["code"], 15, "{rows}×{cols} {backend:?}: {o}");
+            let transcript = d.read_string("r.json.transcript");
+            let load = transcript
+                .lines()
+                .find(|l| l.contains("load_by_name"))
+                .unwrap();
+            assert!(
+                load.contains(r#""results":[5]"#)
+                    && (load.contains("within its 1024 MiB") || load.contains("too large")),
+                "{rows}×{cols} {backend:?}: {load}"
+            );
+        }
+    }
+    let peak = children_peak_rss();
+    assert!(
+        peak < 3 << 30,
+        "a tally process peaked at {} MiB",
+        peak >> 20
+    );
+}

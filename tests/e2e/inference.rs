@@ -242,3 +242,33 @@ fn graph_meta_names_the_keys_a_model_has() {
         r.stderr
     );
 }
+
+#[test]
+fn a_cold_host_does_not_charge_its_set_up_to_the_run() {
+    // A fresh store: this process compiles the portable engine (tens of
+    // seconds on two cores) before the run's clock starts, so a 5 s wall
+    // time is the same outcome on a cold host as on a warm one.
+    let d = Dir::new();
+    d.write("nn/vad.onnx", &asset("silero_vad_openvino_16k.onnx"));
+    let digest = tally_digest::Digest::of(&asset("silero_vad_openvino_16k.onnx"));
+    let extra = format!(
+        "[limits]\nwall_time_ms = 5000\n\n[graphs.vad]\npath = \"vad.onnx\"\ndigest = \"{digest}\"\n"
+    );
+    d.package("nn", &[("nn-abuse", "graphs = [\"vad\"]")], &extra);
+    d.write("in", b"");
+    d.tally(&[
+        "run",
+        "nn.tally",
+        "--input",
+        "in",
+        "--output",
+        "o",
+        "--receipt",
+        "r.json",
+        "--backend",
+        "portable",
+    ])
+    .expect(0);
+    let receipt: serde_json::Value = serde_json::from_str(&d.read_string("r.json")).unwrap();
+    assert_eq!(receipt["claim"]["outcome"]["kind"], "ok", "{receipt}");
+}

@@ -23,7 +23,9 @@ struct Serve {
 impl Serve {
     fn start(d: &Dir, extra: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            // Compiling the portable engine in the background would take
+            // a core from these tests for tens of seconds; none needs it.
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-warm-up"])
             .args(extra)
             .current_dir(d.tmp.path())
             .env("TALLY_HOME", d.path("home"))

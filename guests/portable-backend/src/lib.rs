@@ -12,12 +12,21 @@
 //! - `tally_run(handle, ptr, len, max_output_bytes) -> status`: runs the
 //!   graph on tensors encoded with `tally_nn_tract::encode_tensors`; `0`
 //!   on success.
+//! - `tally_cost(handle, ptr, len) -> status`: the static cost of the graph
+//!   for the input signature encoded with `tally_nn_tract::encode_signature`
+//!   (u64 little-endian as the result); `0` on success. The host runs it
+//!   under a memory cap: analysing a graph folds its constants, and this is
+//!   where a hostile graph's folding is bounded.
+//! - `tally_fold(handle) -> status`: types and declutters the graph with its
+//!   declared inputs (folding its input-independent constants) and drops
+//!   the result; run under a memory cap before a native engine loads it.
+//!   `0` when done, `1` with the message when tract could not.
 //! - `tally_result_ptr()` / `tally_result_len()`: the encoded outputs of
 //!   the last successful run, or the message of the last error.
 
 use std::cell::RefCell;
 
-use tally_nn_tract::{decode_tensors, encode_tensors, Model};
+use tally_nn_tract::{decode_signature, decode_tensors, encode_tensors, Model};
 
 /// Distinct input signatures planned per graph.
 const MAX_PLANS: usize = 8;
@@ -106,6 +115,53 @@ pub unsafe extern "C" fn tally_run(
             set_result(encode_tensors(&outputs));
             0
         }
+        Err(e) => {
+            set_result(e.into_bytes());
+            1
+        }
+    }
+}
+
+/// The static cost of graph `handle` for an encoded input signature.
+///
+/// # Safety
+/// `ptr..ptr+len` is a live allocation from [`tally_alloc`].
+#[no_mangle]
+pub unsafe extern "C" fn tally_cost(handle: i32, ptr: *const u8, len: u32) -> i32 {
+    // SAFETY: per the contract above.
+    let input = unsafe { bytes(ptr, len) };
+    let outcome = MODELS.with(|ms| {
+        let mut ms = ms.borrow_mut();
+        let model = ms
+            .get_mut(handle as usize)
+            .ok_or_else(|| format!("no graph with handle {handle}"))?;
+        let sig = decode_signature(input).map_err(|e| e.to_string())?;
+        model.cost(&sig).map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok(cost) => {
+            set_result(cost.to_le_bytes().to_vec());
+            0
+        }
+        Err(e) => {
+            set_result(e.into_bytes());
+            1
+        }
+    }
+}
+
+/// Folds the constants of graph `handle` (see the crate docs).
+#[no_mangle]
+pub extern "C" fn tally_fold(handle: i32) -> i32 {
+    let outcome = MODELS.with(|ms| {
+        let ms = ms.borrow();
+        let model = ms
+            .get(handle as usize)
+            .ok_or_else(|| format!("no graph with handle {handle}"))?;
+        model.fold_constants().map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok(()) => 0,
         Err(e) => {
             set_result(e.into_bytes());
             1

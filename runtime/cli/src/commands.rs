@@ -9,7 +9,9 @@ use ed25519_dalek::SigningKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_digest::Digest;
 use tally_package::{Package, DEFAULT_MAX_BUNDLE_BYTES};
-use tally_receipt::{decode_recorded, encode_recorded, Metadata, Receipt, Transcript, Verdict};
+use tally_receipt::{
+    decode_recorded, encode_recorded, Metadata, Receipt, RecordedComputes, Transcript, Verdict,
+};
 use tally_sandbox::{BackendKind, OrtConfig, RunRequest, Sandbox, SandboxConfig, Target};
 use tally_store::Store;
 
@@ -195,18 +197,49 @@ fn read_key(path: &Path) -> Result<SigningKey> {
     })?)
 }
 
+/// Writes a secret atomically: a new file created with mode 0600 beside
+/// `path` (never readable by others, not even for a moment), synced, then
+/// renamed over `path`. A reader that had the old file open keeps reading
+/// the old file.
+fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = secret_builder()
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a key file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn secret_builder() -> tempfile::Builder<'static, 'static> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut b = tempfile::Builder::new();
+    b.prefix(".tally-key")
+        .permissions(std::fs::Permissions::from_mode(0o600));
+    b
+}
+
+#[cfg(not(unix))]
+fn secret_builder() -> tempfile::Builder<'static, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(".tally-key");
+    b
+}
+
 fn write_keypair(out: &Path, key: &SigningKey) -> Result<()> {
     let public = out.with_extension(match out.extension() {
         Some(e) => format!("{}.pub", e.to_string_lossy()),
         None => "pub".into(),
     });
-    write(out, format!("{}\n", hex::encode(key.to_bytes())).as_bytes())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o600))
-            .context("restricting the key file")?;
-    }
+    write_secret(out, format!("{}\n", hex::encode(key.to_bytes())).as_bytes())?;
     write(
         &public,
         format!("{}\n", hex::encode(key.verifying_key().as_bytes())).as_bytes(),
@@ -524,7 +557,7 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
     let recorded = match &original {
         Ok(t) if claim.backend != *sandbox.backend_info() => {
             let beside = tensors_path(&a.receipt);
-            if beside.exists() {
+            let outputs = if beside.exists() {
                 Some(
                     decode_recorded(&read(&beside)?, t)
                         .with_context(|| format!("{}", beside.display()))?,
@@ -535,12 +568,18 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
                 Some(crate::client::Host::new(url).tensors(&receipt, t)?)
             } else {
                 None
+            };
+            match outputs {
+                Some(o) => {
+                    Some(RecordedComputes::new(t, o).context("the recorded inference outputs")?)
+                }
+                None => None,
             }
         }
         _ => None,
     };
     let spin = spinner("replaying…");
-    let replay = sandbox.replay(&package, claim, &input, recorded.as_deref())?;
+    let replay = sandbox.replay(&package, claim, &input, recorded.as_ref())?;
     spin.finish_and_clear();
     let verdict = Verdict::new(
         &receipt,
@@ -721,6 +760,10 @@ pub fn graph_meta(a: GraphMetaArgs) -> Result<()> {
 }
 
 pub fn fsck(store: &Path) -> Result<()> {
+    let swept = Sandbox::sweep_stale_runs();
+    if swept > 0 {
+        eprintln!("removed {swept} file views left by killed runs");
+    }
     let report = Store::open(store)?.fsck()?;
     println!(
         "{}",

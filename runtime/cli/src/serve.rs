@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// A file holding the bearer token run submissions must present.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Do not compile the inference backend at start (by default the
+    /// portable engine is compiled in the background as the server starts,
+    /// so the first request does not wait for it).
+    #[arg(long)]
+    no_warm_up: bool,
     /// A TOML file with any of the settings above (same names; flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -90,6 +95,7 @@ pub fn serve(a: ServeArgs, store_flag: Option<&Path>) -> Result<(), Failure> {
     if let Some(n) = a.workers.or(file.workers) {
         config.workers = n.max(1);
     }
+    config.warm_up = !a.no_warm_up && file.warm_up.unwrap_or(true);
     if let Some(n) = a.queue.or(file.queue) {
         config.queue = n;
     }

@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::logic::IfThenElse;
 use tract_onnx::tract_core::ops::scan::Scan;
 use tract_onnx::tract_core::ops::Cost;
 
@@ -443,6 +444,51 @@ fn check_graph(g: &pb::GraphProto) -> Result<()> {
 /// The element types and dimensions of a call's inputs: one plan each.
 pub type Signature = Vec<(ElemType, Vec<u32>)>;
 
+/// Encodes a signature as: count (u32 LE), then per input its type code
+/// (u8), rank (u32) and dimensions (u32 each). The portable engine's cost
+/// analysis takes it.
+pub fn encode_signature(sig: &Signature) -> Vec<u8> {
+    let mut out = (sig.len() as u32).to_le_bytes().to_vec();
+    for (ty, dims) in sig {
+        out.push(*ty as u8);
+        out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Decodes [`encode_signature`]'s format (rank ≤ 16, no trailing bytes).
+pub fn decode_signature(bytes: &[u8]) -> Result<Signature> {
+    let bad = || NnError::BadTensor("malformed input signature".into());
+    let mut words = bytes;
+    let u32_of = |b: &mut &[u8]| -> Result<u32> {
+        let (head, tail) = b.split_first_chunk::<4>().ok_or_else(bad)?;
+        *b = tail;
+        Ok(u32::from_le_bytes(*head))
+    };
+    let count = u32_of(&mut words)?;
+    let mut sig = Vec::new();
+    for _ in 0..count {
+        let (&code, tail) = words.split_first().ok_or_else(bad)?;
+        words = tail;
+        let ty = ElemType::from_code(code).ok_or_else(bad)?;
+        let rank = u32_of(&mut words)?;
+        if rank > 16 {
+            return Err(bad());
+        }
+        let dims = (0..rank)
+            .map(|_| u32_of(&mut words))
+            .collect::<Result<Vec<_>>>()?;
+        sig.push((ty, dims));
+    }
+    if !words.is_empty() {
+        return Err(bad());
+    }
+    Ok(sig)
+}
+
 /// A checked, parsed ONNX graph, with its plans.
 pub struct Model {
     model: InferenceModel,
@@ -467,6 +513,21 @@ impl Model {
             max_plans: max_plans.max(1),
             uses: 0,
         })
+    }
+
+    /// Types and declutters the graph with its declared inputs (whatever
+    /// their shapes) and drops the result: the work of folding every
+    /// constant subgraph that does not depend on the inputs. A host runs it
+    /// under a memory cap before a native engine (which folds constants
+    /// when it loads a graph) ever sees the graph. Running out of memory,
+    /// or tract refusing a constant too large to address, means the graph
+    /// folds into too much; other errors (shapes tract cannot type
+    /// symbolically) say nothing about folding.
+    pub fn fold_constants(&self) -> Result<()> {
+        let err = |e: TractError| NnError::Plan(format!("{e:#}"));
+        let typed = self.model.clone().into_typed().map_err(err)?;
+        typed.into_decluttered().map_err(err)?;
+        Ok(())
     }
 
     /// The static cost of a call with inputs of this signature, without
@@ -570,13 +631,37 @@ impl Plan {
     }
 }
 
+/// The static cost of one run of `model`: per node, its multiply-adds and
+/// divisions and the elements of its outputs. Control flow is costed, not
+/// free: a `Scan` costs its body times its iteration count (known from the
+/// input shapes, or the graph is refused), an `If` the dearer of its two
+/// branches. ONNX `Loop` has no static trip count and is refused (tract
+/// does not load it).
 fn static_cost(model: &TypedModel) -> TractResult<u64> {
     let mut total: u64 = 0;
     for node in model.nodes() {
         let inputs = model.node_input_facts(node.id)?;
-        for (kind, count) in node.op.cost(&inputs)? {
-            if matches!(kind, Cost::FMA(_) | Cost::Div(_)) {
-                total = total.saturating_add(count.to_i64()?.max(0) as u64);
+        if let Some(scan) = node.op_as::<Scan>() {
+            let iters = scan
+                .iteration_count(&inputs)
+                .ok_or_else(|| TractError::msg(format!("Scan `{}` scans no input", node.name)))?
+                .to_i64()
+                .map_err(|_| {
+                    TractError::msg(format!(
+                        "Scan `{}` has no static iteration count",
+                        node.name
+                    ))
+                })?
+                .max(0) as u64;
+            total = total.saturating_add(iters.saturating_mul(static_cost(&scan.body)?));
+        } else if let Some(ite) = node.op_as::<IfThenElse>() {
+            let branch = static_cost(&ite.then_body)?.max(static_cost(&ite.else_body)?);
+            total = total.saturating_add(branch);
+        } else {
+            for (kind, count) in node.op.cost(&inputs)? {
+                if matches!(kind, Cost::FMA(_) | Cost::Div(_)) {
+                    total = total.saturating_add(count.to_i64()?.max(0) as u64);
+                }
             }
         }
         for out in &node.outputs {

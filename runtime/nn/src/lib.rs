@@ -29,7 +29,10 @@ pub use compare::{compare, OutputCheck};
 pub use cost::CostModel;
 pub use ort_backend::{OrtBackend, OrtConfig};
 use tally_manifest::ExecutionTarget;
-pub use tally_nn_tract::{byte_len, decode_tensors, encode_tensors, ElemType, NnError, Tensor};
+pub use tally_nn_tract::{
+    byte_len, decode_tensors, encode_signature, encode_tensors, ElemType, NnError, Signature,
+    Tensor,
+};
 pub use tract_backend::TractBackend;
 
 /// The backends a run can select.
@@ -87,6 +90,11 @@ pub trait Backend: Send + Sync {
     fn detail(&self) -> String;
     /// Loads a checked ONNX graph for `target`.
     fn load(&self, bytes: &[u8], target: ExecutionTarget) -> Result<Arc<dyn LoadedGraph>, NnError>;
+    /// One-time set-up a host does before serving runs (the portable
+    /// backend compiles its engine). Default: nothing to do.
+    fn warm(&self) -> Result<(), NnError> {
+        Ok(())
+    }
 }
 
 /// A graph ready to run.

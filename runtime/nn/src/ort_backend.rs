@@ -1,10 +1,12 @@
 //! ONNX Runtime, through `ort` with `load-dynamic`.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::tensor::TensorElementType;
 use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
 use tally_digest::Digest;
@@ -181,6 +183,28 @@ fn from_ort(v: &DynValue, max: usize) -> Result<Tensor, NnError> {
 
 impl LoadedGraph for OrtGraph {
     fn run(&self, inputs: &[Tensor], max_output_bytes: usize) -> Result<Vec<Tensor>, NnError> {
+        self.run_with(inputs, max_output_bytes, None)
+    }
+
+    /// Stops ONNX Runtime at `deadline` with `RunOptions::terminate`, from
+    /// a watchdog thread that lives as long as the call.
+    fn run_until(
+        &self,
+        inputs: &[Tensor],
+        max_output_bytes: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Tensor>, NnError> {
+        self.run_with(inputs, max_output_bytes, Some(deadline))
+    }
+}
+
+impl OrtGraph {
+    fn run_with(
+        &self,
+        inputs: &[Tensor],
+        max_output_bytes: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Tensor>, NnError> {
         let mut session = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if inputs.len() != session.inputs.len() {
             return Err(NnError::Plan(format!(
@@ -195,9 +219,38 @@ impl LoadedGraph for OrtGraph {
         for (name, t) in names.into_iter().zip(inputs) {
             values.push((name, to_ort(t)?));
         }
-        let outputs = session
-            .run(values)
-            .map_err(|e| NnError::Run(format!("ONNX Runtime: {e}")))?;
+        let options = RunOptions::new().map_err(|e| NnError::Run(format!("ONNX Runtime: {e}")))?;
+        let finished = (Mutex::new(false), Condvar::new());
+        let terminated = AtomicBool::new(false);
+        let outputs = std::thread::scope(|scope| {
+            if let Some(deadline) = deadline {
+                let (options, finished, terminated) = (&options, &finished, &terminated);
+                scope.spawn(move || {
+                    let mut done = finished.0.lock().unwrap_or_else(|p| p.into_inner());
+                    while !*done {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            terminated.store(true, Ordering::SeqCst);
+                            let _ = options.terminate();
+                            return;
+                        }
+                        done = finished
+                            .1
+                            .wait_timeout(done, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                });
+            }
+            let outputs = session.run_with_options(values, &options);
+            *finished.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            finished.1.notify_all();
+            outputs
+        });
+        if terminated.load(Ordering::SeqCst) {
+            return Err(NnError::WallTime);
+        }
+        let outputs = outputs.map_err(|e| NnError::Run(format!("ONNX Runtime: {e}")))?;
         out_names
             .iter()
             .map(|n| from_ort(&outputs[n.as_str()], max_output_bytes))

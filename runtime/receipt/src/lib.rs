@@ -19,7 +19,9 @@
 //!   receipt's claim and the claim of its own replay; [`Verdict`] wraps it
 //!   with the transcript divergence and renders it for people.
 //! * [`encode_recorded`] / [`decode_recorded`]: the recorded inference
-//!   outputs of a run (`RECEIPT.tensors`), checked against the transcript.
+//!   outputs of a run (`RECEIPT.tensors`), checked against the transcript;
+//!   [`RecordedComputes`] aligns them with every `compute` call for a
+//!   cross-backend replay.
 //!
 //! **Invariant:** this crate knows nothing of wasmtime; it defines the wire
 //! format and can be used by a verifier that never runs a guest.
@@ -34,7 +36,9 @@ mod transcript;
 mod verdict;
 
 pub use claim::{compare, BackendInfo, Claim, EngineInfo, Mismatch, Outcome, StageClaim};
-pub use recorded::{decode_recorded, encode_recorded, RecordedError};
+pub use recorded::{
+    decode_recorded, encode_recorded, RecordedCompute, RecordedComputes, RecordedError,
+};
 pub use tally_digest::Digest;
 pub use tally_manifest::ResolvedLimits;
 pub use transcript::{Divergence, HostCall, Transcript, TranscriptError, NN_COMPUTE};

@@ -10,7 +10,7 @@
 
 use tally_digest::Digest;
 
-use crate::Transcript;
+use crate::{Transcript, NN_COMPUTE};
 
 /// Why bytes are not the recorded outputs of a transcript.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,4 +99,79 @@ pub fn decode_recorded(
         });
     }
     Ok(out)
+}
+
+/// One `compute` call of the original run, as a cross-backend replay needs
+/// it: what the original host handed the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordedCompute {
+    /// The call succeeded: its encoded outputs, bound by the transcript.
+    Computed(Vec<u8>),
+    /// The call failed: the errno the guest saw and the host's detail.
+    Failed {
+        /// The call's results (the errno first).
+        results: Vec<i64>,
+        /// The detail the transcript records.
+        detail: Option<String>,
+    },
+}
+
+/// Every `compute` call of a run, in transcript order, with the outputs of
+/// the successful ones: what a cross-backend replay consumes, call by call.
+///
+/// Indexing by *call* (not by successful compute) keeps an honest receipt
+/// whose run had a failed compute replayable: the replay's `k`-th compute
+/// call is matched with the original's `k`-th, whatever its fate.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordedComputes {
+    calls: Vec<RecordedCompute>,
+}
+
+impl RecordedComputes {
+    /// Binds the outputs of the successful computes of `transcript` (as
+    /// [`decode_recorded`] returns them, or a store has them) to its
+    /// `compute` calls, checking their number and digests again.
+    pub fn new(transcript: &Transcript, outputs: Vec<Vec<u8>>) -> Result<Self, RecordedError> {
+        let expected = transcript.compute_outputs();
+        if expected.len() != outputs.len() {
+            return Err(RecordedError::Count {
+                expected: expected.len(),
+                found: outputs.len(),
+            });
+        }
+        let mut outputs = outputs.into_iter().zip(expected).enumerate();
+        let mut calls = Vec::new();
+        for c in transcript.calls().iter().filter(|c| c.func == NN_COMPUTE) {
+            if c.results.first() == Some(&0) && c.data.is_some() {
+                let (index, (bytes, expected)) = outputs.next().expect("counted above");
+                let found = Digest::of(&bytes);
+                if found != expected {
+                    return Err(RecordedError::DigestMismatch {
+                        index,
+                        expected,
+                        found,
+                    });
+                }
+                calls.push(RecordedCompute::Computed(bytes));
+            } else {
+                calls.push(RecordedCompute::Failed {
+                    results: c.results.clone(),
+                    detail: c.detail.clone(),
+                });
+            }
+        }
+        Ok(RecordedComputes { calls })
+    }
+
+    /// Unframes `bytes` ([`decode_recorded`]) and binds them to
+    /// `transcript` ([`RecordedComputes::new`]).
+    pub fn decode(bytes: &[u8], transcript: &Transcript) -> Result<Self, RecordedError> {
+        Self::new(transcript, decode_recorded(bytes, transcript)?)
+    }
+
+    /// The calls, in order.
+    pub fn calls(&self) -> &[RecordedCompute] {
+        &self.calls
+    }
 }

@@ -216,3 +216,51 @@ fn recorded_outputs_round_trip_and_must_match_the_transcript() {
     huge.extend_from_slice(b"x");
     assert!(decode_recorded(&huge, &t).is_err());
 }
+
+#[test]
+fn recorded_computes_are_matched_to_compute_calls_failed_ones_included() {
+    // An honest run: compute #0 succeeded, #1 failed in the backend, #2
+    // succeeded. Only #0 and #2 have recorded outputs; a replay must meet
+    // the failure at call #1, not feed it #2's outputs.
+    let compute = |results: Vec<i64>, data: Option<Digest>, detail: Option<&str>| HostCall {
+        stage: 0,
+        func: NN_COMPUTE.into(),
+        params: vec![0],
+        results,
+        data,
+        detail: detail.map(Into::into),
+    };
+    let (a, c) = (b"first".to_vec(), b"third".to_vec());
+    let mut t = Transcript::new();
+    t.push(compute(vec![0], Some(Digest::of(&a)), Some("g cost=1")));
+    t.push(compute(
+        vec![5],
+        None,
+        Some("graph `g`: the backend failed"),
+    ));
+    t.push(compute(vec![0], Some(Digest::of(&c)), Some("g cost=1")));
+    let r = RecordedComputes::decode(&encode_recorded(&[&a, &c]), &t).unwrap();
+    assert_eq!(
+        r.calls(),
+        &[
+            RecordedCompute::Computed(a.clone()),
+            RecordedCompute::Failed {
+                results: vec![5],
+                detail: Some("graph `g`: the backend failed".into())
+            },
+            RecordedCompute::Computed(c.clone()),
+        ]
+    );
+    // Bound again when built from a store's outputs.
+    assert!(matches!(
+        RecordedComputes::new(&t, vec![a.clone()]),
+        Err(RecordedError::Count {
+            expected: 2,
+            found: 1
+        })
+    ));
+    assert!(matches!(
+        RecordedComputes::new(&t, vec![c.clone(), a.clone()]),
+        Err(RecordedError::DigestMismatch { index: 0, .. })
+    ));
+}

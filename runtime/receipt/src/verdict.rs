@@ -148,8 +148,8 @@ pub struct InferenceCheck {
     pub max_rel: f64,
     /// Every compared call is within tolerance.
     pub within: bool,
-    /// The first compute (0-based, over the run's computes) out of
-    /// tolerance, and why.
+    /// The first compute call out of tolerance (0-based, over the
+    /// transcript's `compute` calls, failed ones included), and why.
     pub first_failure: Option<(u64, String)>,
 }
 

@@ -228,8 +228,10 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Builds the engine (see [`profile`] for every setting) and starts the
-    /// epoch ticker.
+    /// epoch ticker. Removes the file views that runs of dead processes
+    /// left behind (see [`Sandbox::sweep_stale_runs`]).
     pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        Self::sweep_stale_runs();
         let wconfig = profile::wasmtime_config(&config)?;
         let engine =
             wasmtime::Engine::new(&wconfig).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
@@ -276,7 +278,7 @@ impl Sandbox {
         };
         let nn = Arc::new(nn::NnShared {
             backend,
-            costs: tally_nn::CostModel::new(),
+            costs: portable::BoundedCosts::new(config.cache_dir.as_deref()),
             loaded: Default::default(),
             bytes: Default::default(),
         });
@@ -311,6 +313,23 @@ impl Sandbox {
     /// The configuration this sandbox was built with.
     pub fn config(&self) -> &SandboxConfig {
         &self.config
+    }
+
+    /// Does the backend's one-time set-up now (the portable backend
+    /// compiles its engine: tens of seconds on a cold host), so that no
+    /// request waits for it. `tally serve` calls it at start.
+    pub fn warm_up(&self) -> Result<(), SandboxError> {
+        self.nn.backend.warm().map_err(|e| SandboxError::Backend {
+            backend: self.config.backend,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Removes the per-run file views (`tally-run-PID-…` in the system's
+    /// temporary directory) whose process is no longer alive, as a run
+    /// killed with SIGKILL leaves them. Returns how many were removed.
+    pub fn sweep_stale_runs() -> usize {
+        run::sweep_stale_run_dirs(&std::env::temp_dir())
     }
 
     /// How many modules were compiled (not found in a cache) so far.

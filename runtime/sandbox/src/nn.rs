@@ -9,7 +9,8 @@
 //! checked arithmetic, byte caps, live graph and context caps), charged
 //! fuel, and appended to the transcript with digests of the tensors.
 //! `compute` costs the static cost of the graph for the input shapes
-//! ([`tally_nn::CostModel`]), the same whatever backend runs; a call the
+//! (computed by tract inside the portable engine under a memory cap, see
+//! `portable::BoundedCosts`), the same whatever backend runs; a call the
 //! guest cannot pay for is refused before it runs and ends the stage with
 //! the `fuel` limit. A backend's error or panic becomes the guest-visible
 //! errno `runtime_error` (logged on the host), never a dead host.
@@ -28,13 +29,16 @@ use std::time::Instant;
 use tally_digest::Digest;
 use tally_manifest::{ExecutionTarget, Manifest};
 use tally_nn::{
-    byte_len, compare, encode_tensors, Backend, CostModel, ElemType, LoadedGraph, NnError, Tensor,
+    byte_len, compare, encode_tensors, Backend, ElemType, LoadedGraph, NnError, Tensor,
 };
 use tally_receipt::InferenceCheck;
 use wasmtime::{Caller, Linker};
 
 use crate::host::{LimitReached, StoreData};
-use crate::profile::{NN_MAX_CONTEXTS, NN_MAX_GRAPHS, NN_MAX_OUTPUT_BYTES, NN_MAX_TENSOR_BYTES};
+use crate::profile::{
+    NN_FUEL_PER_BYTE, NN_MAX_CONTEXTS, NN_MAX_GRAPHS, NN_MAX_HELD_BYTES, NN_MAX_OUTPUT_BYTES,
+    NN_MAX_RECORDED_BYTES, NN_MAX_TENSOR_BYTES, NN_SIGNATURE_FUEL,
+};
 
 /// The wasi-nn import module.
 pub(crate) const NN_MODULE: &str = "wasi_ephemeral_nn";
@@ -60,7 +64,7 @@ pub(crate) struct GraphSource {
 /// the cost model.
 pub(crate) struct NnShared {
     pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) costs: CostModel,
+    pub(crate) costs: crate::portable::BoundedCosts,
     pub(crate) loaded: std::sync::Mutex<BTreeMap<Digest, Arc<dyn LoadedGraph>>>,
     /// Graph bytes by digest, copied out of a package once, not per run.
     pub(crate) bytes: std::sync::Mutex<BTreeMap<Digest, Arc<[u8]>>>,
@@ -77,7 +81,13 @@ impl NnShared {
             .clone()
     }
 
-    fn load(&self, src: &GraphSource) -> Result<Arc<dyn LoadedGraph>, NnError> {
+    /// Loads `src` ahead of a run (see `Sandbox::prepare`), giving its
+    /// checks until `deadline`.
+    pub(crate) fn preload(&self, src: &GraphSource, deadline: Instant) -> Result<(), NnError> {
+        self.load(src, deadline).map(drop)
+    }
+
+    fn load(&self, src: &GraphSource, deadline: Instant) -> Result<Arc<dyn LoadedGraph>, NnError> {
         if let Some(g) = self
             .loaded
             .lock()
@@ -86,6 +96,7 @@ impl NnShared {
         {
             return Ok(g.clone());
         }
+        guard(|| self.costs.check_load(&src.digest, &src.bytes, deadline))?;
         let g = guard(|| self.backend.load(&src.bytes, src.target))?;
         self.loaded
             .lock()
@@ -119,6 +130,15 @@ struct Context {
     outputs: Option<Vec<Tensor>>,
 }
 
+/// What the original run's `compute` call gave its guest (a cross-backend
+/// replay hands the replaying guest the same).
+pub(crate) enum Original {
+    /// The recorded outputs (their digests are bound by the transcript).
+    Computed(Vec<Tensor>),
+    /// The call failed with this errno and detail.
+    Failed { errno: i64, detail: Option<String> },
+}
+
 /// One successful `compute`: the outputs handed to the guest.
 #[derive(Debug, Clone)]
 pub struct ComputeRecord {
@@ -140,9 +160,18 @@ pub(crate) struct NnRun {
     contexts: Vec<Context>,
     /// Every successful compute, in order.
     pub(crate) records: Vec<ComputeRecord>,
-    /// Recorded outputs to replay against (cross-backend verification).
-    recorded: Option<Vec<Option<Vec<Tensor>>>>,
-    computes: usize,
+    /// The original run's compute calls, to replay against
+    /// (cross-backend verification), indexed by compute call.
+    recorded: Option<Vec<Original>>,
+    /// `compute` calls so far, whatever their fate: the index into
+    /// `recorded` (the transcript's own count of `compute` calls).
+    compute_calls: usize,
+    /// Bytes of tensor data in `records` (capped by
+    /// [`NN_MAX_RECORDED_BYTES`]).
+    recorded_bytes: usize,
+    /// The (graph, input signature) pairs this run has computed: a new one
+    /// costs [`NN_SIGNATURE_FUEL`].
+    signatures: std::collections::HashSet<(Digest, tally_nn::Signature)>,
     /// The run's wall-clock backstop, passed to backends that can stop.
     deadline: Instant,
     /// Per (graph, output): the comparison so far.
@@ -154,7 +183,7 @@ impl NnRun {
         shared: Arc<NnShared>,
         graphs: Arc<BTreeMap<String, GraphSource>>,
         manifest: Arc<Manifest>,
-        recorded: Option<Vec<Option<Vec<Tensor>>>>,
+        recorded: Option<Vec<Original>>,
         deadline: Instant,
     ) -> Self {
         NnRun {
@@ -167,7 +196,9 @@ impl NnRun {
             contexts: Vec::new(),
             records: Vec::new(),
             recorded,
-            computes: 0,
+            compute_calls: 0,
+            recorded_bytes: 0,
+            signatures: Default::default(),
             checks: BTreeMap::new(),
         }
     }
@@ -177,6 +208,66 @@ impl NnRun {
         self.granted = granted.to_vec();
         self.live.clear();
         self.contexts.clear();
+    }
+
+    /// Bytes of tensor data this stage's contexts hold (inputs and
+    /// outputs), capped by [`NN_MAX_HELD_BYTES`].
+    fn held_bytes(&self) -> usize {
+        self.contexts
+            .iter()
+            .map(|c| {
+                c.inputs
+                    .iter()
+                    .flatten()
+                    .map(|t| t.data().len())
+                    .sum::<usize>()
+                    + tensors_bytes(c.outputs.as_deref().unwrap_or_default())
+            })
+            .sum()
+    }
+
+    /// Whether context `slot` may keep `outputs`: within the stage's held
+    /// bytes and the run's recorded bytes.
+    fn admit(&self, slot: usize, outputs: &[Tensor]) -> Result<(), Failed> {
+        let new = tensors_bytes(outputs);
+        let old = tensors_bytes(self.contexts[slot].outputs.as_deref().unwrap_or_default());
+        let held = self.held_bytes() - old + new;
+        if held > NN_MAX_HELD_BYTES {
+            return Err((
+                TOO_LARGE,
+                format!("the outputs ({new} bytes) would make the stage hold {held} bytes of tensors, over its cap of {NN_MAX_HELD_BYTES}"),
+            ));
+        }
+        let recorded = self.recorded_bytes + new;
+        if recorded > NN_MAX_RECORDED_BYTES {
+            return Err((
+                TOO_LARGE,
+                format!("the outputs ({new} bytes) would make the run's recorded outputs {recorded} bytes, over its cap of {NN_MAX_RECORDED_BYTES}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The replay's inference checks, and a failing one (graph `*`) when
+    /// the receipt records compute calls the replay never made.
+    pub(crate) fn into_checks(self) -> Vec<InferenceCheck> {
+        let mut checks: Vec<InferenceCheck> = self.checks.into_values().collect();
+        let recorded = self.recorded.as_ref().map_or(0, Vec::len);
+        if recorded > self.compute_calls {
+            let mut c = InferenceCheck::new("*", 0, 0.0, 0.0, false);
+            c.add(
+                self.compute_calls as u64,
+                f64::INFINITY,
+                f64::INFINITY,
+                false,
+                Some(format!(
+                    "the receipt records {recorded} compute calls, the replay made {}",
+                    self.compute_calls
+                )),
+            );
+            checks.push(c);
+        }
+        checks
     }
 
     /// Whether this run replays recorded outputs.
@@ -277,8 +368,14 @@ fn load(
     )
 }
 
-fn load_by_name(mut caller: Caller<'_, StoreData>, name_ptr: i32, name_len: i32, out: i32) -> i32 {
+fn load_by_name(
+    mut caller: Caller<'_, StoreData>,
+    name_ptr: i32,
+    name_len: i32,
+    out: i32,
+) -> wasmtime::Result<i32> {
     let params = vec![name_len as i64];
+    let mut interrupted = false;
     let result = (|| {
         let raw = read(&mut caller, name_ptr as u32, name_len as u32)
             .map_err(|e| (e, "the name is out of bounds".to_string()))?;
@@ -299,10 +396,10 @@ fn load_by_name(mut caller: Caller<'_, StoreData>, name_ptr: i32, name_len: i32,
         }
         let src = &nn.graphs[&name];
         let digest = src.digest;
-        let graph = nn
-            .shared
-            .load(src)
-            .map_err(|e| (RUNTIME_ERROR, format!("loading graph `{name}`: {e}")))?;
+        let graph = nn.shared.load(src, nn.deadline).map_err(|e| {
+            interrupted = matches!(e, NnError::WallTime);
+            (RUNTIME_ERROR, format!("loading graph `{name}`: {e}"))
+        })?;
         // Hand out the handle first: a call that fails holds no slot.
         let handle = caller.data().nn.live.len() as u32;
         write(&mut caller, out as u32, &handle.to_le_bytes())
@@ -314,7 +411,18 @@ fn load_by_name(mut caller: Caller<'_, StoreData>, name_ptr: i32, name_len: i32,
         });
         Ok((vec![handle as i64], Some(digest), Some(name)))
     })();
-    finish(&mut caller, "load_by_name", params, result)
+    if interrupted {
+        // Checking the graph reached the run's deadline: as for a compute.
+        caller.data_mut().rec.push(
+            &format!("{NN_MODULE}.load_by_name"),
+            params,
+            vec![RUNTIME_ERROR as i64],
+            None,
+            Some("checking the graph was interrupted at the wall-clock deadline".into()),
+        );
+        return Err(wasmtime::Trap::Interrupt.into());
+    }
+    Ok(finish(&mut caller, "load_by_name", params, result))
 }
 
 fn init_execution_context(mut caller: Caller<'_, StoreData>, graph: i32, out: i32) -> i32 {
@@ -347,9 +455,43 @@ fn describe(t: &Tensor) -> String {
     format!("{}{:?}", t.ty().name(), t.dims())
 }
 
-fn set_input(mut caller: Caller<'_, StoreData>, ctx: i32, index: i32, tensor: i32) -> i32 {
+/// Charges `cost` fuel for work a call is about to do, before it does it.
+/// A call the guest cannot afford is recorded as refused and ends the
+/// stage with the `fuel` limit.
+fn pay(
+    caller: &mut Caller<'_, StoreData>,
+    func: &str,
+    params: &[i64],
+    cost: u64,
+    what: impl FnOnce() -> String,
+) -> wasmtime::Result<()> {
+    if let Ok(left) = caller.get_fuel() {
+        if left < cost {
+            caller.set_fuel(0)?;
+            caller.data_mut().rec.push(
+                &format!("{NN_MODULE}.{func}"),
+                params.to_vec(),
+                vec![RUNTIME_ERROR as i64],
+                None,
+                Some(format!("{} costs {cost} fuel, {left} left", what())),
+            );
+            caller.data_mut().rec.limit_hit = Some("fuel");
+            return Err(LimitReached("fuel").into());
+        }
+        caller.set_fuel(left - cost)?;
+    }
+    Ok(())
+}
+
+fn set_input(
+    mut caller: Caller<'_, StoreData>,
+    ctx: i32,
+    index: i32,
+    tensor: i32,
+) -> wasmtime::Result<i32> {
     let params = vec![ctx as i64, index as i64];
-    let result = (|| {
+    // Everything is checked before a byte of tensor data is copied.
+    let checked = (|| {
         let oob = |e| (e, "the tensor descriptor is out of bounds".to_string());
         let desc = read(&mut caller, tensor as u32, 20).map_err(oob)?;
         let (dims_ptr, rank, code, data_ptr, data_len) = (
@@ -369,8 +511,8 @@ fn set_input(mut caller: Caller<'_, StoreData>, ctx: i32, index: i32, tensor: i3
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect();
-        match byte_len(ty, &dims) {
-            Some(n) if n <= NN_MAX_TENSOR_BYTES => {}
+        let n = match byte_len(ty, &dims) {
+            Some(n) if n <= NN_MAX_TENSOR_BYTES => n,
             _ => {
                 return Err((
                     TOO_LARGE,
@@ -380,18 +522,16 @@ fn set_input(mut caller: Caller<'_, StoreData>, ctx: i32, index: i32, tensor: i3
                     ),
                 ))
             }
+        };
+        if data_len as usize != n {
+            return Err((
+                INVALID_ARGUMENT,
+                format!(
+                    "{}{dims:?} is {n} bytes, but the data is {data_len} bytes",
+                    ty.name()
+                ),
+            ));
         }
-        let data = read(&mut caller, data_ptr, data_len)
-            .map_err(|e| (e, "the tensor data is out of bounds".to_string()))?;
-        let t = Tensor::new(ty, dims, data, NN_MAX_TENSOR_BYTES)
-            .map_err(|e| (INVALID_ARGUMENT, e.to_string()))?;
-        let digest = Digest::of(&encode_tensors(std::slice::from_ref(&t)));
-        let detail = describe(&t);
-        let nn = &mut caller.data_mut().nn;
-        let c = nn
-            .contexts
-            .get_mut(ctx as u32 as usize)
-            .ok_or_else(|| (INVALID_ARGUMENT, format!("no execution context {ctx}")))?;
         let i = index as u32 as usize;
         if i >= 64 {
             return Err((
@@ -399,6 +539,49 @@ fn set_input(mut caller: Caller<'_, StoreData>, ctx: i32, index: i32, tensor: i3
                 format!("input index {index} is out of range"),
             ));
         }
+        let nn = &caller.data().nn;
+        let c = nn
+            .contexts
+            .get(ctx as u32 as usize)
+            .ok_or_else(|| (INVALID_ARGUMENT, format!("no execution context {ctx}")))?;
+        // Setting an input drops the old one and the context's outputs.
+        let freed = c
+            .inputs
+            .get(i)
+            .and_then(Option::as_ref)
+            .map_or(0, |t| t.data().len())
+            + tensors_bytes(c.outputs.as_deref().unwrap_or_default());
+        let held = nn.held_bytes() - freed + n;
+        if held > NN_MAX_HELD_BYTES {
+            return Err((
+                TOO_LARGE,
+                format!(
+                    "holding {n} more bytes of tensors would make {held}, over the stage's cap of {NN_MAX_HELD_BYTES}"
+                ),
+            ));
+        }
+        Ok((ty, dims, data_ptr, n))
+    })();
+    let (ty, dims, data_ptr, n) = match checked {
+        Ok(c) => c,
+        Err(e) => return Ok(finish(&mut caller, "set_input", params, Err(e))),
+    };
+    pay(
+        &mut caller,
+        "set_input",
+        &params,
+        n as u64 * NN_FUEL_PER_BYTE,
+        || format!("copying {n} bytes of tensor data"),
+    )?;
+    let result = (|| {
+        let data = read(&mut caller, data_ptr, n as u32)
+            .map_err(|e| (e, "the tensor data is out of bounds".to_string()))?;
+        let t = Tensor::new(ty, dims, data, NN_MAX_TENSOR_BYTES)
+            .map_err(|e| (INVALID_ARGUMENT, e.to_string()))?;
+        let digest = Digest::of(&encode_tensors(std::slice::from_ref(&t)));
+        let detail = describe(&t);
+        let c = &mut caller.data_mut().nn.contexts[ctx as u32 as usize];
+        let i = index as u32 as usize;
         if c.inputs.len() <= i {
             c.inputs.resize(i + 1, None);
         }
@@ -406,11 +589,21 @@ fn set_input(mut caller: Caller<'_, StoreData>, ctx: i32, index: i32, tensor: i3
         c.outputs = None;
         Ok((Vec::new(), Some(digest), Some(detail)))
     })();
-    finish(&mut caller, "set_input", params, result)
+    Ok(finish(&mut caller, "set_input", params, result))
+}
+
+/// Bytes of tensor data in `ts`.
+fn tensors_bytes(ts: &[Tensor]) -> usize {
+    ts.iter().map(|t| t.data().len()).sum()
 }
 
 fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32> {
     let params = vec![ctx as i64];
+    let call = {
+        let nn = &mut caller.data_mut().nn;
+        nn.compute_calls += 1;
+        nn.compute_calls - 1
+    };
     let prepared = (|| {
         let nn = &caller.data().nn;
         let c = nn
@@ -420,48 +613,81 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
         if c.inputs.is_empty() {
             return Err((INVALID_ARGUMENT, "no input was set".to_string()));
         }
-        let inputs: Vec<Tensor> = c
+        let sig: tally_nn::Signature = c
             .inputs
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                t.clone()
+                t.as_ref()
+                    .map(|t| (t.ty(), t.dims().to_vec()))
                     .ok_or_else(|| (INVALID_ARGUMENT, format!("input {i} was not set")))
             })
             .collect::<Result<_, _>>()?;
         let live = &nn.live[c.graph];
-        let sig = inputs.iter().map(|t| (t.ty(), t.dims().to_vec())).collect();
-        let src = &nn.graphs[&live.name];
-        let cost = guard(|| nn.shared.costs.cost(&live.digest, &src.bytes, &sig)).map_err(|e| {
-            (
-                RUNTIME_ERROR,
-                format!("graph `{}` rejects these inputs: {e}", live.name),
-            )
-        })?;
-        Ok((inputs, cost, live.name.clone(), live.graph.clone()))
+        Ok((sig, live.digest, live.name.clone(), live.graph.clone()))
     })();
-    let (inputs, cost, name, graph) = match prepared {
+    let (sig, digest, name, graph) = match prepared {
         Ok(p) => p,
         Err(e) => return Ok(finish(&mut caller, "compute", params, Err(e))),
     };
-    // Pay first: a call the guest cannot afford never runs.
-    if let Ok(left) = caller.get_fuel() {
-        if left < cost {
-            caller.set_fuel(0)?;
+    // A signature this run has not used yet is analysed by the host (see
+    // `portable::BoundedCosts`): the guest pays for that first, whether or
+    // not the host has it cached (the charge must not depend on host state).
+    let key = (digest, sig);
+    if !caller.data().nn.signatures.contains(&key) {
+        pay(&mut caller, "compute", &params, NN_SIGNATURE_FUEL, || {
+            format!("analysing graph `{name}` for new input shapes")
+        })?;
+        caller.data_mut().nn.signatures.insert(key.clone());
+    }
+    let cost = {
+        let nn = &caller.data().nn;
+        let src = &nn.graphs[&name];
+        guard(|| {
+            nn.shared
+                .costs
+                .cost(&key.0, &src.bytes, &key.1, nn.deadline)
+        })
+    };
+    let cost = match cost {
+        Ok(cost) => cost,
+        Err(NnError::WallTime) => {
+            // The analysis reached the run's deadline: as for a compute.
             caller.data_mut().rec.push(
                 &format!("{NN_MODULE}.compute"),
                 params,
                 vec![RUNTIME_ERROR as i64],
                 None,
-                Some(format!("graph `{name}` costs {cost} fuel, {left} left")),
+                Some(format!(
+                    "graph `{name}`: cost analysis interrupted at the wall-clock deadline"
+                )),
             );
-            caller.data_mut().rec.limit_hit = Some("fuel");
-            return Err(LimitReached("fuel").into());
+            return Err(wasmtime::Trap::Interrupt.into());
         }
-        caller.set_fuel(left - cost)?;
-    }
+        Err(e) => {
+            let why = format!("graph `{name}` rejects these inputs: {e}");
+            return Ok(finish(
+                &mut caller,
+                "compute",
+                params,
+                Err((RUNTIME_ERROR, why)),
+            ));
+        }
+    };
+    // Pay first: a call the guest cannot afford never runs.
+    pay(&mut caller, "compute", &params, cost, || {
+        format!("graph `{name}`")
+    })?;
     let deadline = caller.data().nn.deadline;
+    // The inputs move out of the context for the call (never copied) and
+    // back after it.
+    let slot = ctx as u32 as usize;
+    let inputs: Vec<Tensor> = std::mem::take(&mut caller.data_mut().nn.contexts[slot].inputs)
+        .into_iter()
+        .map(|t| t.expect("checked above: every input is set"))
+        .collect();
     let computed = guard(|| graph.run_until(&inputs, NN_MAX_OUTPUT_BYTES, deadline));
+    caller.data_mut().nn.contexts[slot].inputs = inputs.into_iter().map(Some).collect();
     if matches!(computed, Err(NnError::WallTime)) {
         // The run's wall-clock backstop, reached inside inference: the same
         // (not deterministic) outcome as an epoch interrupt in guest code.
@@ -477,66 +703,108 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
         return Err(wasmtime::Trap::Interrupt.into());
     }
     let nn = &mut caller.data_mut().nn;
-    let ordinal = nn.computes;
-    nn.computes += 1;
-    let outputs = match nn
-        .recorded
-        .as_ref()
-        .map(|r| r.get(ordinal).cloned().flatten())
-    {
-        None => computed.map_err(|e| (RUNTIME_ERROR, format!("graph `{name}`: {e}"))),
-        Some(recorded) => {
-            let recorded = recorded.unwrap_or_default();
+    // What the host keeps is bounded, deterministically: output sizes follow
+    // from the graph and the input shapes, whatever the backend.
+    let computed = computed
+        .map_err(|e| (RUNTIME_ERROR, format!("graph `{name}`: {e}")))
+        .and_then(|outputs| nn.admit(slot, &outputs).map(|()| outputs));
+    let outputs = match nn.recorded.as_ref().map(|r| r.get(call)) {
+        None => computed,
+        Some(original) => {
             let graph_decl = &nn.tolerances.graphs[&name];
-            let n = recorded.len().max(computed.as_ref().map_or(0, Vec::len));
-            for i in 0..n {
-                let tol = graph_decl.tolerance_of(i as u32);
-                let entry = nn
-                    .checks
-                    .entry((name.clone(), i as u32))
+            let mut check = |output: u32, abs: f64, rel: f64, within: bool, why: Option<String>| {
+                let tol = graph_decl.tolerance_of(output);
+                nn.checks
+                    .entry((name.clone(), output))
                     .or_insert_with(|| {
-                        InferenceCheck::new(&name, i as u32, tol.abs, tol.rel, tol.argmax)
-                    });
-                match (
-                    recorded.get(i),
-                    computed.as_ref().ok().and_then(|c| c.get(i)),
-                ) {
-                    (Some(r), Some(c)) => {
-                        let check = compare(r, c, &tol);
-                        entry.add(
-                            ordinal as u64,
-                            check.max_abs,
-                            check.max_rel,
-                            check.within,
-                            check.reason,
-                        );
+                        InferenceCheck::new(&name, output, tol.abs, tol.rel, tol.argmax)
+                    })
+                    .add(call as u64, abs, rel, within, why);
+            };
+            match original {
+                Some(Original::Computed(recorded)) => {
+                    let n = recorded.len().max(computed.as_ref().map_or(0, Vec::len));
+                    for i in 0..n {
+                        let tol = graph_decl.tolerance_of(i as u32);
+                        match (
+                            recorded.get(i),
+                            computed.as_ref().ok().and_then(|c| c.get(i)),
+                        ) {
+                            (Some(r), Some(c)) => {
+                                let c = compare(r, c, &tol);
+                                check(i as u32, c.max_abs, c.max_rel, c.within, c.reason);
+                            }
+                            (r, _) => check(
+                                i as u32,
+                                f64::INFINITY,
+                                f64::INFINITY,
+                                false,
+                                Some(match (r, &computed) {
+                                    (None, _) => "the receipt recorded no such output".into(),
+                                    (_, Err((_, e))) => format!("recomputing failed: {e}"),
+                                    _ => "the recomputation produced no such output".into(),
+                                }),
+                            ),
+                        }
                     }
-                    (r, _) => entry.add(
-                        ordinal as u64,
+                    Ok(recorded.clone())
+                }
+                // The original call failed: the guest sees the same
+                // failure, which stands only if this host's fails too
+                // (and the errno is the one a backend failure gives).
+                // Compute-level findings are reported on output 0.
+                Some(Original::Failed { errno, detail }) => {
+                    let (errno, detail) = (*errno, detail.clone().unwrap_or_default());
+                    match &computed {
+                        Ok(_) => check(
+                            0,
+                            f64::INFINITY,
+                            f64::INFINITY,
+                            false,
+                            Some(format!(
+                                "the receipt records this compute as failed ({detail}), but this host computed it"
+                            )),
+                        ),
+                        Err((mine, why)) if *mine as i64 != errno => check(
+                            0,
+                            f64::INFINITY,
+                            f64::INFINITY,
+                            false,
+                            Some(format!(
+                                "the receipt records errno {errno} for this compute, this host failed with {mine}: {why}"
+                            )),
+                        ),
+                        Err(_) => check(0, 0.0, 0.0, true, None),
+                    }
+                    Err((i32::try_from(errno).unwrap_or(RUNTIME_ERROR), detail))
+                }
+                None => {
+                    check(
+                        0,
                         f64::INFINITY,
                         f64::INFINITY,
                         false,
-                        Some(match (r, &computed) {
-                            (None, _) => "the receipt recorded no such output".into(),
-                            (_, Err(e)) => format!("recomputing failed: {e}"),
-                            _ => "the recomputation produced no such output".into(),
-                        }),
-                    ),
+                        Some(format!("the receipt has no compute call #{call}")),
+                    );
+                    Err((
+                        RUNTIME_ERROR,
+                        format!("the receipt has no compute call #{call}"),
+                    ))
                 }
             }
-            Ok(recorded)
         }
     };
     let result = outputs.map(|outputs| {
         let encoded = encode_tensors(&outputs);
         let digest = Digest::of(&encoded);
         let nn = &mut caller.data_mut().nn;
+        nn.recorded_bytes += tensors_bytes(&outputs);
         nn.records.push(ComputeRecord {
             graph: name.clone(),
             encoded,
             digest,
         });
-        nn.contexts[ctx as u32 as usize].outputs = Some(outputs);
+        nn.contexts[slot].outputs = Some(outputs);
         (
             Vec::new(),
             Some(digest),
@@ -553,8 +821,27 @@ fn get_output(
     out: i32,
     max: i32,
     written: i32,
-) -> i32 {
+) -> wasmtime::Result<i32> {
     let params = vec![ctx as i64, index as i64, max as u32 as i64];
+    // The copy is paid for before it is made.
+    let size = caller
+        .data()
+        .nn
+        .contexts
+        .get(ctx as u32 as usize)
+        .and_then(|c| c.outputs.as_ref())
+        .and_then(|o| o.get(index as u32 as usize))
+        .map(|t| t.data().len())
+        .filter(|&n| n <= max as u32 as usize);
+    if let Some(n) = size {
+        pay(
+            &mut caller,
+            "get_output",
+            &params,
+            n as u64 * NN_FUEL_PER_BYTE,
+            || format!("copying {n} bytes of tensor data"),
+        )?;
+    }
     let result = (|| {
         let nn = &caller.data().nn;
         let c = nn
@@ -599,5 +886,5 @@ fn get_output(
             Some(detail),
         ))
     })();
-    finish(&mut caller, "get_output", params, result)
+    Ok(finish(&mut caller, "get_output", params, result))
 }

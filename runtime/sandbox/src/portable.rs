@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use tally_digest::Digest;
 use tally_manifest::ExecutionTarget;
 use tally_nn::{
-    decode_tensors, encode_tensors, Backend, BackendKind, LoadedGraph, NnError, Tensor,
+    decode_tensors, encode_signature, encode_tensors, Backend, BackendKind, LoadedGraph, NnError,
+    Signature, Tensor,
 };
 use wasmtime::{
     Config, Engine, Instance, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
@@ -109,23 +110,29 @@ impl PortableBackend {
     }
 
     fn compiled(&self) -> Result<Compiled, NnError> {
-        COMPILED
-            .get_or_init(|| {
-                let engine = engine()?;
-                let module = compile(&engine, &self.digest, self.cache_dir.as_deref())?;
-                ticker(&engine);
-                let mut linker = Linker::new(&engine);
-                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut PData| &mut d.wasi)
-                    .map_err(|e| format!("{e:#}"))?;
-                Ok(Compiled {
-                    engine,
-                    module,
-                    linker: Arc::new(linker),
-                })
-            })
-            .clone()
-            .map_err(NnError::Plan)
+        compiled(&self.digest, self.cache_dir.as_deref())
     }
+}
+
+/// The process's compiled portable module, compiled (or loaded from
+/// `cache_dir`) on first use.
+fn compiled(digest: &Digest, cache_dir: Option<&Path>) -> Result<Compiled, NnError> {
+    COMPILED
+        .get_or_init(|| {
+            let engine = engine()?;
+            let module = compile(&engine, digest, cache_dir)?;
+            ticker(&engine);
+            let mut linker = Linker::new(&engine);
+            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut PData| &mut d.wasi)
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(Compiled {
+                engine,
+                module,
+                linker: Arc::new(linker),
+            })
+        })
+        .clone()
+        .map_err(NnError::Plan)
 }
 
 fn compile(engine: &Engine, digest: &Digest, cache_dir: Option<&Path>) -> Result<Module, String> {
@@ -171,17 +178,17 @@ impl Backend for PortableBackend {
             self.digest
         )
     }
+    fn warm(&self) -> Result<(), NnError> {
+        self.compiled().map(drop)
+    }
     fn load(&self, bytes: &[u8], target: ExecutionTarget) -> Result<Arc<dyn LoadedGraph>, NnError> {
         if target != ExecutionTarget::Cpu {
             return Err(NnError::Plan(format!(
                 "the portable backend runs on the CPU only, not {target:?}"
             )));
         }
-        let c = self.compiled()?;
         let graph = PortableGraph {
-            engine: c.engine,
-            module: c.module,
-            linker: c.linker,
+            compiled: self.compiled()?,
             bytes: bytes.to_vec(),
             instance: Mutex::new(None),
         };
@@ -193,9 +200,7 @@ impl Backend for PortableBackend {
 }
 
 struct PortableGraph {
-    engine: Engine,
-    module: Module,
-    linker: Arc<Linker<PData>>,
+    compiled: Compiled,
     bytes: Vec<u8>,
     instance: Mutex<Option<PInstance>>,
 }
@@ -206,6 +211,8 @@ struct PInstance {
     alloc: TypedFunc<u32, u32>,
     free: TypedFunc<(u32, u32), ()>,
     run: TypedFunc<(i32, u32, u32, u32), i32>,
+    cost: TypedFunc<(i32, u32, u32), i32>,
+    fold: TypedFunc<i32, i32>,
     result_ptr: TypedFunc<(), u32>,
     result_len: TypedFunc<(), u32>,
     handle: i32,
@@ -244,6 +251,14 @@ impl PInstance {
 
 impl PortableGraph {
     fn instantiate(&self) -> Result<PInstance, NnError> {
+        instantiate(&self.compiled, &self.bytes, MEMORY_BYTES)
+    }
+}
+
+/// A new instance of the portable module with graph `bytes` loaded, its
+/// memory capped at `memory_bytes`.
+fn instantiate(c: &Compiled, bytes: &[u8], memory_bytes: usize) -> Result<PInstance, NnError> {
+    {
         let wasi = WasiCtxBuilder::new()
             .wall_clock(VirtualWallClock)
             .monotonic_clock(VirtualMonotonicClock)
@@ -255,19 +270,16 @@ impl PortableGraph {
             .allow_ip_name_lookup(false)
             .build_p1();
         let limits = StoreLimitsBuilder::new()
-            .memory_size(MEMORY_BYTES)
+            .memory_size(memory_bytes)
             .instances(1)
             .trap_on_grow_failure(false)
             .build();
-        let mut store = Store::new(&self.engine, PData { wasi, limits });
+        let mut store = Store::new(&c.engine, PData { wasi, limits });
         store.limiter(|d| &mut d.limits);
         // Loading a graph is not bounded by a run's deadline.
         store.set_epoch_deadline(NO_DEADLINE);
         store.epoch_deadline_trap();
-        let instance: Instance = self
-            .linker
-            .instantiate(&mut store, &self.module)
-            .map_err(werr)?;
+        let instance: Instance = c.linker.instantiate(&mut store, &c.module).map_err(werr)?;
         let get = |store: &mut Store<PData>, name: &str| {
             instance
                 .get_export(&mut *store, name)
@@ -285,6 +297,8 @@ impl PortableGraph {
             alloc: func!("tally_alloc"),
             free: func!("tally_free"),
             run: func!("tally_run"),
+            cost: func!("tally_cost"),
+            fold: func!("tally_fold"),
             result_ptr: func!("tally_result_ptr"),
             result_len: func!("tally_result_len"),
             memory,
@@ -294,12 +308,12 @@ impl PortableGraph {
         let load: TypedFunc<(u32, u32), i32> = instance
             .get_typed_func(&mut inst.store, "tally_load")
             .map_err(werr)?;
-        let ptr = inst.put(&self.bytes)?;
+        let ptr = inst.put(bytes)?;
         let handle = load
-            .call(&mut inst.store, (ptr, self.bytes.len() as u32))
+            .call(&mut inst.store, (ptr, bytes.len() as u32))
             .map_err(werr)?;
         inst.free
-            .call(&mut inst.store, (ptr, self.bytes.len() as u32))
+            .call(&mut inst.store, (ptr, bytes.len() as u32))
             .map_err(werr)?;
         if handle < 0 {
             let msg = String::from_utf8_lossy(&inst.result()?).into_owned();
@@ -307,6 +321,154 @@ impl PortableGraph {
         }
         inst.handle = handle;
         Ok(inst)
+    }
+}
+
+/// Most memory the cost analysis of one graph may use: 1 GiB. Analysing a
+/// graph types and declutters it, which evaluates its constant subgraphs:
+/// a few hundred bytes of ONNX can describe gigabytes of constants.
+pub const ANALYSIS_MEMORY_BYTES: usize = 1 << 30;
+
+/// Distinct (graph, signature) costs remembered; beyond, the cache starts
+/// over (costs are pure functions, so this changes speed, never results).
+const MAX_CACHED_COSTS: usize = 4096;
+
+/// The static cost of inference calls, computed by tract *inside the
+/// portable engine*, whatever backend runs the call: the same source as
+/// the native `tally_nn::CostModel` (so the same numbers), but its memory
+/// is capped at [`ANALYSIS_MEMORY_BYTES`] and it stops at the run's
+/// deadline, so a hostile graph cannot make the host fold constants
+/// without bound before it has paid any fuel. Each analysis gets a fresh
+/// instance, dropped after it: nothing stays resident but the cached cost.
+pub(crate) struct BoundedCosts {
+    cache_dir: Option<PathBuf>,
+    digest: Digest,
+    costs: Mutex<std::collections::HashMap<(Digest, Signature), u64>>,
+    /// Graphs whose constants were folded within the cap.
+    folded: Mutex<std::collections::HashSet<Digest>>,
+}
+
+impl BoundedCosts {
+    pub(crate) fn new(cache_dir: Option<&Path>) -> Self {
+        BoundedCosts {
+            cache_dir: cache_dir.map(Path::to_path_buf),
+            digest: Digest::of(tally_portable_module::WASM),
+            costs: Default::default(),
+            folded: Default::default(),
+        }
+    }
+
+    /// The cost of running graph `digest` (`bytes`) on inputs of `sig`.
+    /// [`NnError::WallTime`] when the analysis reaches `deadline`; a
+    /// deterministic error when the graph is refused or the analysis
+    /// exceeds its memory.
+    pub(crate) fn cost(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        sig: &Signature,
+        deadline: Instant,
+    ) -> Result<u64, NnError> {
+        let key = (*digest, sig.clone());
+        if let Some(c) = self
+            .costs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(*c);
+        }
+        let c = compiled(&self.digest, self.cache_dir.as_deref())?;
+        let mut inst = instantiate(&c, bytes, ANALYSIS_MEMORY_BYTES).map_err(analysis_error)?;
+        inst.store.set_epoch_deadline(ticks_until(deadline));
+        let encoded = encode_signature(sig);
+        let ptr = inst.put(&encoded).map_err(analysis_error)?;
+        let status = inst
+            .cost
+            .call(&mut inst.store, (inst.handle, ptr, encoded.len() as u32))
+            .map_err(|e| analysis_error(werr(e)))?;
+        let result = inst.result().map_err(analysis_error)?;
+        if status != 0 {
+            return Err(NnError::Plan(String::from_utf8_lossy(&result).into_owned()));
+        }
+        let cost = u64::from_le_bytes(
+            result
+                .try_into()
+                .map_err(|_| NnError::Plan("the cost analysis returned no cost".into()))?,
+        );
+        let mut costs = self.costs.lock().unwrap_or_else(|p| p.into_inner());
+        if costs.len() >= MAX_CACHED_COSTS {
+            costs.clear();
+        }
+        costs.insert(key, cost);
+        Ok(cost)
+    }
+}
+
+impl BoundedCosts {
+    /// Checks, once per graph, that folding `bytes`' input-independent
+    /// constants fits the analysis's memory: before any backend loads it
+    /// (ONNX Runtime folds constants when it creates a session, natively
+    /// and without a bound). A graph whose folding does not fit the memory
+    /// cap, or holds a constant tract refuses to materialise (in wasm32, one
+    /// of 2 GiB or more), is refused on every backend alike. A graph tract
+    /// cannot type with its declared inputs passes here: its calls are
+    /// analysed per input signature.
+    ///
+    /// [`NnError::WallTime`] when the check reaches `deadline` (tract's
+    /// optimiser does not finish on every graph).
+    pub(crate) fn check_load(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        deadline: Instant,
+    ) -> Result<(), NnError> {
+        if self
+            .folded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(digest)
+        {
+            return Ok(());
+        }
+        let c = compiled(&self.digest, self.cache_dir.as_deref())?;
+        let mut inst = instantiate(&c, bytes, ANALYSIS_MEMORY_BYTES).map_err(analysis_error)?;
+        inst.store.set_epoch_deadline(ticks_until(deadline));
+        let status = inst
+            .fold
+            .call(&mut inst.store, inst.handle)
+            .map_err(|e| analysis_error(werr(e)))?;
+        if status != 0 {
+            // tract could not type the graph with its declared inputs (it
+            // cannot always do so symbolically; its calls are analysed per
+            // signature), or it refused to materialise a constant: only
+            // the latter is about folding, and it is refused.
+            let why = String::from_utf8_lossy(&inst.result().map_err(analysis_error)?).into_owned();
+            if why.contains("too large") {
+                return Err(NnError::Plan(format!(
+                    "folding the graph's constants: {why}"
+                )));
+            }
+        }
+        self.folded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*digest);
+        Ok(())
+    }
+}
+
+/// A failed analysis, as a deterministic message: a trap's text depends on
+/// nothing but the module and the graph (the wall-clock deadline stays
+/// [`NnError::WallTime`]).
+fn analysis_error(e: NnError) -> NnError {
+    match e {
+        NnError::WallTime => NnError::WallTime,
+        NnError::Run(_) => NnError::Plan(format!(
+            "the cost analysis failed within its {} MiB of memory (a graph whose constants fold into more, or a tract panic)",
+            ANALYSIS_MEMORY_BYTES >> 20
+        )),
+        other => other,
     }
 }
 

@@ -51,8 +51,23 @@ pub const NN_MAX_CONTEXTS: usize = 64;
 pub const NN_MAX_TENSOR_BYTES: usize = 256 << 20;
 /// Largest tensor an inference may return: 256 MiB.
 pub const NN_MAX_OUTPUT_BYTES: usize = 256 << 20;
+/// Most bytes of tensor data a stage's execution contexts may hold at once
+/// (inputs set and outputs kept): 512 MiB. Beyond it `set_input` and
+/// `compute` answer `too_large`.
+pub const NN_MAX_HELD_BYTES: usize = 512 << 20;
+/// Most bytes of inference outputs a run may record (they are kept for the
+/// receipt): 1 GiB. Beyond it `compute` answers `too_large`.
+pub const NN_MAX_RECORDED_BYTES: usize = 1 << 30;
+/// Fuel per byte of tensor data copied across the wasi-nn boundary
+/// (`set_input`, `get_output`), charged before the copy.
+pub const NN_FUEL_PER_BYTE: u64 = 1;
+/// Fuel for the first `compute` of a run on a (graph, input shapes) pair:
+/// the host analyses the graph for those shapes before it can price the
+/// call. Charged whether or not the host has the analysis cached.
+pub const NN_SIGNATURE_FUEL: u64 = 10_000_000;
 /// Domain tag of the inference cost model (`tally_nn_tract` static cost).
-pub const NN_COST_TAG: &str = "tally.NnCost.v1:fma+div+output-elements";
+pub const NN_COST_TAG: &str =
+    "tally.NnCost.v2:fma+div+output-elements;scan=body*iterations;if=max(branches)";
 
 /// Domain tag of the profile digest.
 pub const PROFILE_TAG: &str = "tally.EngineProfile.v1";
@@ -122,6 +137,10 @@ pub fn engine_info(engine: &wasmtime::Engine, unmetered: bool) -> EngineInfo {
         .u64(NN_MAX_CONTEXTS as u64)
         .u64(NN_MAX_TENSOR_BYTES as u64)
         .u64(NN_MAX_OUTPUT_BYTES as u64)
+        .u64(NN_MAX_HELD_BYTES as u64)
+        .u64(NN_MAX_RECORDED_BYTES as u64)
+        .u64(NN_FUEL_PER_BYTE)
+        .u64(NN_SIGNATURE_FUEL)
         .str(NN_COST_TAG);
     for knob in [
         "nan_canonicalization=on",

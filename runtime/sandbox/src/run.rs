@@ -8,7 +8,10 @@ use tally_digest::Digest;
 use tally_manifest::{ExecutionTarget, ResolvedLimits, Stage};
 use tally_nn::decode_tensors;
 use tally_package::Package;
-use tally_receipt::{Claim, InferenceCheck, Outcome, StageClaim, Transcript, FORMAT_VERSION};
+use tally_receipt::{
+    Claim, InferenceCheck, Outcome, RecordedCompute, RecordedComputes, StageClaim, Transcript,
+    FORMAT_VERSION,
+};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
@@ -16,7 +19,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use crate::host::{
     self, Limiter, Recorder, SeededStream, StoreData, VirtualMonotonicClock, VirtualWallClock,
 };
-use crate::nn::{ComputeRecord, GraphSource, NnRun};
+use crate::nn::{ComputeRecord, GraphSource, NnRun, Original};
 use crate::{Sandbox, SandboxError, EPOCH_TICK};
 
 /// What to run a package on.
@@ -34,11 +37,11 @@ pub struct RunRequest<'a> {
     /// Exact limits to run under (a verifier replays with the claim's).
     /// Default: `None`, the manifest's limits capped by policy.
     pub limits: Option<ResolvedLimits>,
-    /// Inference outputs recorded by another host, one encoded tensor list
-    /// per successful `compute` in order (a cross-backend replay): each
-    /// compute is checked against them and the guest gets them. Default:
-    /// `None`, guests get this host's outputs.
-    pub recorded: Option<&'a [Vec<u8>]>,
+    /// The original run's `compute` calls with their recorded outputs (a
+    /// cross-backend replay): each compute call is checked against the
+    /// original's call at the same position and the guest gets what the
+    /// original guest got. Default: `None`, guests get this host's outputs.
+    pub recorded: Option<&'a RecordedComputes>,
 }
 
 impl<'a> RunRequest<'a> {
@@ -53,7 +56,7 @@ impl<'a> RunRequest<'a> {
         }
     }
     /// Sets [`RunRequest::recorded`].
-    pub fn recorded(mut self, recorded: Option<&'a [Vec<u8>]>) -> Self {
+    pub fn recorded(mut self, recorded: Option<&'a RecordedComputes>) -> Self {
         self.recorded = recorded;
         self
     }
@@ -132,6 +135,35 @@ impl Sandbox {
         Ok(l)
     }
 
+    /// One-time host work for `package`, done before a run's clock starts
+    /// so that a cold host and a warm one seal the same outcome: compiling
+    /// the stages' modules (within `module_bytes`) and loading its graphs
+    /// (for the portable backend, compiling the engine too). Failures are
+    /// left for the run to meet, where they become outcomes and errnos.
+    /// Plans for new input shapes are still built inside `compute`.
+    fn prepare(
+        &self,
+        package: &Package,
+        limits: &ResolvedLimits,
+        graphs: &BTreeMap<String, GraphSource>,
+    ) {
+        let manifest = package.manifest();
+        for stage in &manifest.stages {
+            let module = &manifest.modules[&stage.module];
+            if let Some(bytes) = package.blob(&module.digest) {
+                if bytes.len() as u64 <= limits.module_bytes {
+                    let _ = self.cache.get(&self.base, &module.digest, bytes);
+                }
+            }
+        }
+        // The checks get as long as the run will have; one that does not
+        // finish is met again inside the run, against its deadline.
+        let deadline = Instant::now() + Duration::from_millis(limits.wall_time_ms);
+        for src in graphs.values() {
+            let _ = self.nn.preload(src, deadline);
+        }
+    }
+
     /// Replays the run `claim` describes: same seed, same limits. When the
     /// claim's backend differs from this sandbox's, `recorded` (the
     /// original host's inference outputs) makes it a cross-backend replay;
@@ -141,7 +173,7 @@ impl Sandbox {
         package: &Package,
         claim: &Claim,
         input: &[u8],
-        recorded: Option<&[Vec<u8>]>,
+        recorded: Option<&RecordedComputes>,
     ) -> Result<RunResult, SandboxError> {
         let cross = claim.backend != self.backend_info;
         self.run(
@@ -156,7 +188,6 @@ impl Sandbox {
     /// Runs `package` on `req.input`. Guest failures are outcomes in the
     /// claim; an `Err` is a host problem.
     pub fn run(&self, package: &Package, req: &RunRequest<'_>) -> Result<RunResult, SandboxError> {
-        let started = Instant::now();
         let manifest = package.manifest();
         let limits = self.limits_for(package, req)?;
         let package_id = package.id();
@@ -164,16 +195,31 @@ impl Sandbox {
         let seed = req
             .seed
             .unwrap_or_else(|| host::default_seed(&package_id, &input));
-        let deadline = started + Duration::from_millis(limits.wall_time_ms);
         // Created on first use: most stages read no files.
         let mut views: Option<tempfile::TempDir> = None;
         let recorded = match req.recorded {
             None => None,
             Some(r) => Some(
-                r.iter()
-                    .map(|b| decode_tensors(b, crate::profile::NN_MAX_OUTPUT_BYTES).map(Some))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| SandboxError::Recorded(e.to_string()))?,
+                r.calls()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| match c {
+                        RecordedCompute::Computed(b) => {
+                            decode_tensors(b, crate::profile::NN_MAX_OUTPUT_BYTES)
+                                .map(Original::Computed)
+                                .map_err(|e| {
+                                    SandboxError::Recorded(format!("compute call #{i}: {e}"))
+                                })
+                        }
+                        RecordedCompute::Failed { results, detail } => Ok(Original::Failed {
+                            errno: results.first().copied().unwrap_or(-1),
+                            detail: detail.clone(),
+                        }),
+                        _ => Err(SandboxError::Recorded(format!(
+                            "compute call #{i}: a kind of record this host does not know"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
             ),
         };
         let graphs: BTreeMap<String, GraphSource> = manifest
@@ -196,6 +242,11 @@ impl Sandbox {
                 (name.clone(), src)
             })
             .collect();
+        self.prepare(package, &limits, &graphs);
+        // The run's clock starts only now: one-time host work is never
+        // charged to a guest's wall time.
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(limits.wall_time_ms);
         let mut nn_run = Some(NnRun::new(
             self.nn.clone(),
             Arc::new(graphs),
@@ -248,8 +299,10 @@ impl Sandbox {
                 }
             };
 
-            let stdout = MemoryOutputPipe::new(limits.output_bytes as usize);
-            let stderr = MemoryOutputPipe::new(limits.stderr_bytes as usize);
+            // One byte more than the limit: a guest that tried to write past
+            // the limit leaves more than `limit` bytes, whatever it does next.
+            let stdout = MemoryOutputPipe::new((limits.output_bytes as usize).saturating_add(1));
+            let stderr = MemoryOutputPipe::new((limits.stderr_bytes as usize).saturating_add(1));
             let wasi = self.wasi_ctx(
                 package,
                 stage,
@@ -353,34 +406,38 @@ impl Sandbox {
             calls_left = data.rec.calls_left;
             nn_run = Some(data.nn);
 
-            let out = stdout.contents();
-            let err = stderr.contents();
-            // A full stdout (or stderr) pipe refuses further writes; a stage
-            // that then fails in any way failed because of that limit.
-            let full = if out.len() as u64 >= limits.output_bytes {
+            let (mut out, mut err) = (stdout.contents().to_vec(), stderr.contents().to_vec());
+            // A write past a stream's limit is that limit, whatever the stage
+            // did next (exit 0 included): its output is never truncated into
+            // an `ok`, nor into the next stage's input. The bytes within the
+            // limit are what the claim digests.
+            let over = |b: &mut Vec<u8>, limit: u64| {
+                let over = b.len() as u64 > limit;
+                b.truncate(limit.min(b.len() as u64) as usize);
+                over
+            };
+            let full = if over(&mut out, limits.output_bytes) {
                 Some("output")
-            } else if err.len() as u64 >= limits.stderr_bytes {
+            } else if over(&mut err, limits.stderr_bytes) {
                 Some("stderr")
             } else {
                 None
             };
-            let stage_outcome = match (stage_outcome, full) {
-                (Some(o), Some(limit)) if !matches!(o, Outcome::Exit { .. }) => {
-                    Some(Outcome::LimitExceeded {
-                        stage: stage.name.clone(),
-                        limit: limit.into(),
-                    })
-                }
-                (o, _) => o,
+            let stage_outcome = match full {
+                Some(limit) => Some(Outcome::LimitExceeded {
+                    stage: stage.name.clone(),
+                    limit: limit.into(),
+                }),
+                None => stage_outcome,
             };
             claim.stdout = Digest::of(&out);
             claim.stderr = Digest::of(&err);
             claim.fuel_consumed = consumed;
             claim.host_calls = stage_calls;
             stages.push(claim);
-            stderrs.push((stage.name.clone(), err.to_vec()));
+            stderrs.push((stage.name.clone(), err));
             match stage_outcome {
-                None => stdin = out.to_vec(),
+                None => stdin = out,
                 Some(o) => {
                     outcome = o;
                     break;
@@ -389,7 +446,7 @@ impl Sandbox {
         }
 
         let output = if outcome.is_ok() { stdin } else { Vec::new() };
-        let nn = nn_run.expect("the run's wasi-nn state is back");
+        let mut nn = nn_run.expect("the run's wasi-nn state is back");
         let replaying = nn.replaying();
         let claim = Claim {
             format_version: FORMAT_VERSION,
@@ -414,9 +471,9 @@ impl Sandbox {
             output,
             stderr: stderrs,
             wall_time: started.elapsed(),
-            computes: nn.records,
+            computes: std::mem::take(&mut nn.records),
             inference: if replaying {
-                nn.checks.into_values().collect()
+                nn.into_checks()
             } else {
                 Vec::new()
             },
@@ -464,31 +521,72 @@ impl Sandbox {
                 Some(v) => v,
                 None => views.insert(
                     tempfile::Builder::new()
-                        .prefix("tally-run-")
+                        .prefix(&format!("{RUN_DIR_PREFIX}{}-", std::process::id()))
                         .tempdir()
                         .map_err(io("creating the run's file view".into()))?,
                 ),
             };
+            // Each file is written once per run (by digest, read-only) and
+            // each stage's view links to it: many stages granted one large
+            // file cost one copy, not one per stage.
             let dir = views.path().join(format!("stage-{index}"));
             for path in &stage.read {
                 let file = package
                     .manifest()
                     .file(path)
                     .expect("a checked manifest grants declared files");
-                let bytes = package
-                    .blob(&file.digest)
-                    .expect("a checked package has every file");
+                let content = views.path().join("files").join(file.digest.to_string());
+                if !content.exists() {
+                    let bytes = package
+                        .blob(&file.digest)
+                        .expect("a checked package has every file");
+                    std::fs::create_dir_all(content.parent().expect("joined paths have parents"))
+                        .and_then(|()| std::fs::write(&content, bytes))
+                        .and_then(|()| {
+                            let mut perms = std::fs::metadata(&content)?.permissions();
+                            perms.set_readonly(true);
+                            std::fs::set_permissions(&content, perms)
+                        })
+                        .map_err(io(format!("writing the view of {path}")))?;
+                }
                 let host_path = dir.join(path);
                 std::fs::create_dir_all(host_path.parent().expect("joined paths have parents"))
-                    .map_err(io(format!("creating the view of {path}")))?;
-                std::fs::write(&host_path, bytes)
-                    .map_err(io(format!("writing the view of {path}")))?;
+                    .and_then(|()| std::fs::hard_link(&content, &host_path))
+                    .map_err(io(format!("linking the view of {path}")))?;
             }
             b.preopened_dir(&dir, "/pkg", FsPerms::ReadOnly)
                 .map_err(|e| SandboxError::Engine(format!("preopening the package view: {e:#}")))?;
         }
         Ok(b.build_p1())
     }
+}
+
+/// Prefix of a run's file-view directory in the system's temporary
+/// directory, followed by the owning process id.
+pub(crate) const RUN_DIR_PREFIX: &str = "tally-run-";
+
+/// Removes the file views of runs whose process is gone (killed before it
+/// could clean up). Returns how many were removed.
+pub(crate) fn sweep_stale_run_dirs(tmp: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(RUN_DIR_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive =
+            pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The outcome of a stage that returned `err`, or `None` when the error is

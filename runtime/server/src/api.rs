@@ -621,12 +621,16 @@ async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResul
         };
         // A replay on another backend needs the recorded inference outputs.
         let recorded = match &original {
-            Ok(t) if claim.backend != *st.sandbox.backend_info() => st.store.get_computes(t).ok(),
+            Ok(t) if claim.backend != *st.sandbox.backend_info() => st
+                .store
+                .get_computes(t)
+                .ok()
+                .and_then(|c| tally_receipt::RecordedComputes::new(t, c).ok()),
             _ => None,
         };
         let replay = st
             .sandbox
-            .replay(&package, &claim, &input, recorded.as_deref())
+            .replay(&package, &claim, &input, recorded.as_ref())
             .map_err(|e| unprocessable("replay_refused", e.to_string()))?;
         Ok(Verdict::new(
             &receipt,

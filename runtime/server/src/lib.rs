@@ -56,6 +56,9 @@ pub struct ServerConfig {
     /// The inference backend runs and verifications use. Default:
     /// `portable`. The ONNX Runtime library comes from `$ORT_DYLIB_PATH`.
     pub backend: tally_sandbox::BackendKind,
+    /// Compile the inference backend in the background at start. Default:
+    /// `true`. Runs never pay for it in wall time either way.
+    pub warm_up: bool,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             max_upload_bytes: 256 << 20,
             max_request_bytes: 64 << 20,
             backend: tally_sandbox::BackendKind::Portable,
+            warm_up: true,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct ConfigFile {
     pub token_file: Option<PathBuf>,
     /// `--backend`: `portable`, `tract` or `onnxruntime`.
     pub backend: Option<String>,
+    /// `warm_up = false` is `--no-warm-up`.
+    pub warm_up: Option<bool>,
 }
 
 /// Reads a publisher allowlist: one hex public key per line; `#` comments
@@ -188,6 +194,17 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    // The backend's one-time set-up (the portable engine's compilation)
+    // starts at once, beside serving; runs never pay for it in wall time
+    // either way (the sandbox prepares before a run's clock starts).
+    if state.config.warm_up {
+        let warm = state.sandbox.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = warm.warm_up() {
+                tracing::warn!("warming the inference backend: {e}");
+            }
+        });
+    }
     let app = api::router(state.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -35,6 +35,9 @@ async fn start(tune: impl FnOnce(&mut ServerConfig)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::default();
     config.store = dir.path().join("store");
+    // No background compilation of the portable engine: it would take a
+    // core from tests that do not use it.
+    config.warm_up = false;
     tune(&mut config);
     let state = AppState::new(config, SigningKey::from_bytes(&[42; 32])).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

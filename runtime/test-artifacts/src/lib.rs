@@ -12,5 +12,6 @@
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
+pub mod onnx;
 pub mod pkg;
 pub mod text;

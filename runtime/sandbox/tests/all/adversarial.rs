@@ -74,6 +74,45 @@ pub fn flood() {
 }
 
 #[test]
+fn a_refused_write_is_the_limit_even_if_the_stage_exits_0() {
+    // One 64 KiB write against a 1000-byte limit, refused; the guest then
+    // exits 0. Not `ok` with 1000 bytes: the limit, last stage or middle.
+    for (stream, limit) in [("stdout", "output"), ("stderr", "stderr")] {
+        let args = format!("args = [\"once\", \"{stream}\"]");
+        let alone = Pkg::new()
+            .limit("output_bytes = 1000\nstderr_bytes = 1000")
+            .guest_stage("flood", &args)
+            .build();
+        let r = run(&alone, b"");
+        assert_limit(&r, limit);
+        assert!(r.output.is_empty());
+        // The accepted bytes are what the stage claim digests.
+        if stream == "stdout" {
+            assert_eq!(
+                r.claim.stages[0].stdout,
+                tally_digest::Digest::of(&[b'x'; 1000])
+            );
+        }
+        let middle = Pkg::new()
+            .limit("output_bytes = 1000\nstderr_bytes = 1000")
+            .guest_stage("flood", &args)
+            .guest_stage("upper", "")
+            .build();
+        let r = run(&middle, b"");
+        assert_limit(&r, limit);
+        assert_eq!(r.claim.stages.len(), 1, "the next stage never ran");
+    }
+    // Exactly at the limit is fine.
+    let exact = Pkg::new()
+        .limit("output_bytes = 65536")
+        .guest_stage("flood", "args = [\"once\"]")
+        .build();
+    let r = run(&exact, b"");
+    assert_eq!(r.claim.outcome, Outcome::Ok);
+    assert_eq!(r.output.len(), 65536);
+}
+
+#[test]
 pub fn trap() {
     let pkg = Pkg::new().guest_stage("trap", "").build();
     let r = run(&pkg, b"");
@@ -237,4 +276,38 @@ fn oversized_random_requests_and_cpu_clocks_are_refused_with_errno() {
         errno_of("(call $f (i32.const 9) (i64.const 1) (i32.const 0))", clock),
         28
     );
+}
+
+#[test]
+fn file_views_left_by_killed_runs_are_swept() {
+    // A run killed with SIGKILL leaves its `tally-run-PID-…` view behind;
+    // the next sandbox (and `tally fsck`) removes it. A live process's view
+    // is never touched. (4294967290 is above any Linux pid_max.)
+    let tmp = std::env::temp_dir();
+    let dead = tmp.join("tally-run-4294967290-swept");
+    let live = tmp.join(format!("tally-run-{}-kept", std::process::id()));
+    for d in [&dead, &live] {
+        std::fs::create_dir_all(d.join("stage-0")).unwrap();
+        std::fs::write(d.join("stage-0/f"), b"x").unwrap();
+    }
+    assert!(tally_sandbox::Sandbox::sweep_stale_runs() >= 1);
+    assert!(!dead.exists(), "the dead run's view is removed");
+    assert!(live.exists(), "a live process's view is kept");
+    std::fs::remove_dir_all(&live).unwrap();
+}
+
+#[test]
+fn many_stages_granted_one_file_share_one_copy() {
+    // Twenty stages read the same granted file: each sees it, and the run
+    // writes it once (its views link to one read-only copy).
+    let mut pkg = Pkg::new().file("data/big.bin", &vec![7u8; 1 << 20]);
+    for _ in 0..20 {
+        pkg = pkg.guest_stage(
+            "cat-file",
+            "args = [\"/pkg/data/big.bin\"]\nread = [\"data/big.bin\"]",
+        );
+    }
+    let r = run(&pkg.build(), b"");
+    assert_eq!(r.claim.outcome, Outcome::Ok, "{:?}", r.stderr);
+    assert_eq!(r.output.len(), 1 << 20);
 }

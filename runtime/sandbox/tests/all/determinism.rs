@@ -110,3 +110,66 @@ fn different_input_changes_input_and_output_digests_only_where_it_should() {
     assert!(fields.contains(&"stages[0].stdin".to_string()));
     assert!(!fields.contains(&"fuel_consumed".to_string()), "{fields:?}");
 }
+
+#[test]
+fn generated_programs_claim_the_same_on_cranelift_and_pulley() {
+    // The determinism promise on programs nobody here wrote: wasm-smith
+    // modules (within the profile's features) run as one-stage packages
+    // under native code and under Pulley must claim the same outcome,
+    // output, fuel and transcript. Stack overflow is `aborted` by design
+    // (its depth differs between compilers) and is not compared.
+    let native = Sandbox::new(SandboxConfig::default()).unwrap();
+    let pulley = Sandbox::new(SandboxConfig::default().target(Target::Pulley)).unwrap();
+    let exports = wat::parse_str(r#"(module (func (export "_start")))"#).unwrap();
+    let mut compared = 0;
+    for seed in 0u64..48 {
+        let mut data = vec![0u8; 16 << 10];
+        blake3::Hasher::new()
+            .update(b"tally.wasm-smith.v1")
+            .update(&seed.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut data);
+        let mut u = arbitrary::Unstructured::new(&data);
+        let cfg = wasm_smith::Config {
+            exports: Some(exports.clone()),
+            max_imports: 0,
+            threads_enabled: false,
+            shared_everything_threads_enabled: false,
+            gc_enabled: false,
+            exceptions_enabled: false,
+            memory64_enabled: false,
+            tail_call_enabled: false,
+            custom_page_sizes_enabled: false,
+            wide_arithmetic_enabled: false,
+            max_memory32_bytes: 64 << 20,
+            ..Default::default()
+        };
+        let Ok(module) = wasm_smith::Module::new(cfg, &mut u) else {
+            continue;
+        };
+        let pkg = Pkg::new()
+            .limit("fuel = 5_000_000\nmemory_bytes = 67_108_864")
+            .module("gen", module.to_bytes())
+            .stage("gen", "gen", "")
+            .build();
+        let a = native.run(&pkg, &RunRequest::new(b"")).unwrap();
+        let b = pulley.run(&pkg, &RunRequest::new(b"")).unwrap();
+        if matches!(a.claim.outcome, Outcome::Aborted { .. })
+            || matches!(b.claim.outcome, Outcome::Aborted { .. })
+        {
+            continue;
+        }
+        let diff = compare(&a.claim, &b.claim);
+        assert!(
+            diff.is_empty(),
+            "seed {seed}: {diff:?}\nnative: {:?}\npulley: {:?}",
+            a.claim.outcome,
+            b.claim.outcome
+        );
+        compared += 1;
+    }
+    assert!(
+        compared >= 24,
+        "only {compared} generated programs compared"
+    );
+}

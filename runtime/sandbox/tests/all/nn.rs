@@ -5,8 +5,9 @@
 use std::process::Command;
 use std::sync::OnceLock;
 
+use tally_nn::{decode_tensors, encode_tensors, ElemType, Tensor};
 use tally_package::Package;
-use tally_receipt::Outcome;
+use tally_receipt::{HostCall, Outcome, RecordedComputes, Transcript, NN_COMPUTE};
 use tally_sandbox::profile::{NN_MAX_CONTEXTS, NN_MAX_GRAPHS};
 use tally_sandbox::{BackendKind, OrtConfig, RunRequest, RunResult, Sandbox, SandboxConfig};
 use tally_test_artifacts::pkg::{asset, assets_dir, Pkg};
@@ -178,6 +179,12 @@ pub fn vad_segments() {
     }
 }
 
+/// The recorded compute calls of `run`, as a verifier binds them.
+pub fn recorded_of(run: &RunResult) -> RecordedComputes {
+    let outputs = run.computes.iter().map(|c| c.encoded.clone()).collect();
+    RecordedComputes::new(&run.transcript, outputs).unwrap()
+}
+
 /// The backends, in the order the helpers use.
 pub const BACKENDS: [BackendKind; 3] = [
     BackendKind::Portable,
@@ -201,11 +208,7 @@ pub fn assert_replays_across_backends(
         .map(|b| b.run(pkg, &RunRequest::new(input)).unwrap())
         .collect();
     for (i, original) in runs.iter().enumerate() {
-        let recorded: Vec<Vec<u8>> = original
-            .computes
-            .iter()
-            .map(|c| c.encoded.clone())
-            .collect();
+        let recorded = recorded_of(original);
         for (j, verifier) in boxes.iter().enumerate() {
             let replay = verifier
                 .replay(pkg, &original.claim, input, Some(&recorded))
@@ -240,35 +243,193 @@ fn receipts_replay_across_backends_within_tolerance() {
     });
 }
 
+/// One way a host re-sealing a receipt could forge the outputs it recorded
+/// for compute call `k`: edits the decoded tensors, or the list of calls.
+enum Forgery {
+    /// Edits element `i` of output `o`: from the honest value to another.
+    Element(usize, usize, fn(f32) -> f32),
+    /// Edits the tensors of the compute.
+    Tensors(fn(&mut Vec<Tensor>)),
+    /// Removes the compute call from transcript and recording.
+    Drop,
+    /// Records the previous compute call again in its place.
+    Duplicate,
+}
+
+fn f32s(t: &Tensor) -> Vec<f32> {
+    t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn with_f32s(t: &Tensor, v: &[f32]) -> Tensor {
+    let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Tensor::new(t.ty(), t.dims().to_vec(), data, 1 << 20).unwrap()
+}
+
+/// Applies `forgery` to compute call `k` of `run`: the recorded outputs and
+/// the transcript that binds them, re-chained as a forging host would
+/// (its re-sealed claim then carries the new root).
+fn forge(run: &RunResult, k: usize, forgery: &Forgery) -> RecordedComputes {
+    let mut outputs: Vec<Vec<u8>> = run.computes.iter().map(|c| c.encoded.clone()).collect();
+    let mut calls: Vec<HostCall> = run.transcript.calls().to_vec();
+    let at = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.func == NN_COMPUTE)
+        .nth(k)
+        .unwrap()
+        .0;
+    match forgery {
+        Forgery::Element(o, i, f) => {
+            let mut t = decode_tensors(&outputs[k], 1 << 20).unwrap();
+            let mut v = f32s(&t[*o]);
+            v[*i] = f(v[*i]);
+            t[*o] = with_f32s(&t[*o], &v);
+            outputs[k] = encode_tensors(&t);
+        }
+        Forgery::Tensors(f) => {
+            let mut t = decode_tensors(&outputs[k], 1 << 20).unwrap();
+            f(&mut t);
+            outputs[k] = encode_tensors(&t);
+        }
+        Forgery::Drop => {
+            outputs.remove(k);
+            calls.remove(at);
+        }
+        Forgery::Duplicate => {
+            // Call k - 1 recorded again, as call k.
+            let prev = calls[..at]
+                .iter()
+                .rposition(|c| c.func == NN_COMPUTE)
+                .unwrap();
+            outputs.insert(k, outputs[k - 1].clone());
+            calls.insert(at, calls[prev].clone());
+        }
+    }
+    if matches!(forgery, Forgery::Element(..) | Forgery::Tensors(_)) {
+        calls[at].data = Some(tally_receipt::Digest::of(&outputs[k]));
+    }
+    let mut transcript = Transcript::new();
+    for c in calls {
+        transcript.push(c);
+    }
+    RecordedComputes::new(&transcript, outputs).unwrap()
+}
+
 #[test]
-fn tampered_recorded_outputs_are_out_of_tolerance_and_change_the_transcript() {
+fn forged_recorded_outputs_are_refused_with_the_compute_named() {
+    // A host re-seals an honest ONNX Runtime receipt with forged recorded
+    // outputs; a verifier on native tract replays it. Every forgery must
+    // leave an out-of-tolerance check whose first failure is call `k`, the
+    // speech onset (where consecutive states differ).
     let (input, _) = speech_sample();
     let pkg = vad_package();
-    let host = sandbox(BackendKind::Tract);
-    let original = host.run(&pkg, &RunRequest::new(input)).unwrap();
-    let mut recorded: Vec<Vec<u8>> = original
-        .computes
-        .iter()
-        .map(|c| c.encoded.clone())
-        .collect();
-    // Compute #5 is in the leading silence: claim it heard speech.
-    let mut t = tally_nn::decode_tensors(&recorded[5], 1 << 20).unwrap();
-    let p = tally_nn::Tensor::new(
-        t[0].ty(),
-        t[0].dims().to_vec(),
-        1f32.to_le_bytes().to_vec(),
-        1 << 20,
-    )
-    .unwrap();
-    t[0] = p;
-    recorded[5] = tally_nn::encode_tensors(&t);
-    let replay = sandbox(BackendKind::Portable)
-        .replay(&pkg, &original.claim, input, Some(&recorded))
+    let original = sandbox(BackendKind::OnnxRuntime)
+        .run(&pkg, &RunRequest::new(input))
         .unwrap();
-    let probs = replay.inference.iter().find(|c| c.output == 0).unwrap();
-    assert!(!probs.within);
-    assert_eq!(probs.first_failure.as_ref().unwrap().0, 5);
-    assert_ne!(replay.transcript.root(), original.transcript.root());
+    let prob =
+        |k: usize| f32s(&decode_tensors(&original.computes[k].encoded, 1 << 20).unwrap()[0])[0];
+    let k = (0..original.computes.len())
+        .find(|&k| prob(k) > 0.5)
+        .unwrap();
+    let verifier = sandbox(BackendKind::Tract);
+    let honest = verifier
+        .replay(&pkg, &original.claim, input, Some(&recorded_of(&original)))
+        .unwrap();
+    assert!(honest.inference.iter().all(|c| c.within));
+    let state = f32s(&decode_tensors(&original.computes[k].encoded, 1 << 20).unwrap()[1]);
+    // An element of the recurrent state well above the absolute bound.
+    let big = state.iter().position(|v| v.abs() > 0.01).unwrap();
+    let forgeries: Vec<(&str, Forgery)> = vec![
+        ("probability NaN", Forgery::Element(0, 0, |_| f32::NAN)),
+        (
+            "probability +inf",
+            Forgery::Element(0, 0, |_| f32::INFINITY),
+        ),
+        (
+            "probability -inf",
+            Forgery::Element(0, 0, |_| f32::NEG_INFINITY),
+        ),
+        ("probability flipped", Forgery::Element(0, 0, |v| 1.0 - v)),
+        ("state -0.0", Forgery::Element(1, big, |_| -0.0)),
+        (
+            "state subnormal",
+            Forgery::Element(1, big, |_| f32::MIN_POSITIVE / 8.0),
+        ),
+        ("state NaN", Forgery::Element(1, big, |_| f32::NAN)),
+        ("state negated", Forgery::Element(1, big, |v| -v)),
+        (
+            "state just beyond tolerance",
+            Forgery::Element(1, big, |v| v + 3.0 * (1e-4 + 1e-3 * v.abs())),
+        ),
+        (
+            "shape edited",
+            Forgery::Tensors(|t| {
+                let d: Vec<u32> = t[1].dims().iter().rev().copied().collect();
+                t[1] = Tensor::new(t[1].ty(), d, t[1].data().to_vec(), 1 << 20).unwrap();
+            }),
+        ),
+        (
+            "dtype edited",
+            Forgery::Tensors(|t| {
+                t[0] = Tensor::new(
+                    ElemType::I32,
+                    t[0].dims().to_vec(),
+                    t[0].data().to_vec(),
+                    1 << 20,
+                )
+                .unwrap();
+            }),
+        ),
+        (
+            "output missing",
+            Forgery::Tensors(|t| {
+                t.pop();
+            }),
+        ),
+        ("output added", Forgery::Tensors(|t| t.push(t[0].clone()))),
+        ("compute dropped", Forgery::Drop),
+        ("compute duplicated", Forgery::Duplicate),
+    ];
+    for (what, forgery) in &forgeries {
+        let recorded = forge(&original, k, forgery);
+        let replay = verifier
+            .replay(&pkg, &original.claim, input, Some(&recorded))
+            .unwrap();
+        let failed: Vec<_> = replay.inference.iter().filter(|c| !c.within).collect();
+        assert!(!failed.is_empty(), "{what}: accepted");
+        let first = failed
+            .iter()
+            .map(|c| c.first_failure.as_ref().unwrap().0)
+            .min()
+            .unwrap();
+        assert_eq!(first, k as u64, "{what}: {}", failed[0].render());
+    }
+    // Within tolerance is, by definition, a sound substitute: accepted.
+    for (what, forgery) in [
+        (
+            "state just within tolerance",
+            Forgery::Element(1, big, |v| v + 0.5 * (1e-4 + 1e-3 * v.abs())),
+        ),
+        (
+            "probability within abs",
+            Forgery::Element(0, 0, |v| v + 5e-5),
+        ),
+    ] {
+        let replay = verifier
+            .replay(
+                &pkg,
+                &original.claim,
+                input,
+                Some(&forge(&original, k, &forgery)),
+            )
+            .unwrap();
+        for c in &replay.inference {
+            assert!(c.within, "{what}: {}", c.render());
+        }
+    }
 }
 
 #[test]
@@ -378,6 +539,174 @@ fn graphs_break_the_onnx_policy_at_load() {
         .unwrap();
     assert!(
         matches!(r.claim.outcome, Outcome::Exit { code: 4, .. }),
+        "{:?}",
+        r.claim.outcome
+    );
+}
+
+/// A package whose one stage runs `nn-run ARGS` on graph `g` = `graph`.
+fn nn_run_package(graph: Vec<u8>, limits: &str, args: &[&str]) -> Package {
+    let args: Vec<String> = args.iter().map(|a| format!("\"{a}\"")).collect();
+    Pkg::new()
+        .limit(limits)
+        .graph("g", "g.onnx", graph, "")
+        .guest_stage(
+            "nn-run",
+            &format!("graphs = [\"g\"]\nargs = [{}]", args.join(", ")),
+        )
+        .build()
+}
+
+fn f32_zeros(n: usize) -> Vec<u8> {
+    vec![0u8; n * 4]
+}
+
+#[test]
+pub fn nn_run() {
+    // A Scan's body is paid for: 300 steps of a 256-unit LSTM (tract's
+    // Scan) are charged at least 300 × 4 × 256 × 512 fuel (before, the
+    // recurrent half was free), identically on every backend.
+    let pkg = nn_run_package(
+        tally_test_artifacts::onnx::lstm(256),
+        "fuel = 1_000_000_000",
+        &["g", "300", "1", "256"],
+    );
+    let input = f32_zeros(300 * 256);
+    let mut fuel = Vec::new();
+    for kind in BACKENDS {
+        let r = sandbox(kind).run(&pkg, &RunRequest::new(&input)).unwrap();
+        assert_eq!(r.claim.outcome, Outcome::Ok, "{kind:?}: {:?}", r.stderr);
+        assert_eq!(r.output.len(), 300 * 256 * 4);
+        let compute = r
+            .transcript
+            .calls()
+            .iter()
+            .find(|c| c.func == NN_COMPUTE)
+            .unwrap();
+        let cost: u64 = compute
+            .detail
+            .as_deref()
+            .unwrap()
+            .rsplit("cost=")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            cost >= 300 * 4 * 256 * 512,
+            "{kind:?}: the scan cost only {cost}"
+        );
+        fuel.push(r.claim.fuel_consumed);
+    }
+    assert!(fuel.windows(2).all(|w| w[0] == w[1]), "{fuel:?}");
+    // And a guest that cannot pay for the body is refused before it runs.
+    let poor = nn_run_package(
+        tally_test_artifacts::onnx::lstm(256),
+        "fuel = 100_000_000",
+        &["g", "300", "1", "256"],
+    );
+    let r = sandbox(BackendKind::Tract)
+        .run(&poor, &RunRequest::new(&input))
+        .unwrap();
+    assert_limit(&r, "fuel");
+}
+
+#[test]
+fn onnx_runtime_stops_at_the_wall_clock_deadline() {
+    // 5,000 steps of a 1024-unit LSTM (4·10^10 multiply-adds) take
+    // far longer than the run's second on ONNX Runtime. The compute itself
+    // is stopped (RunOptions::terminate), not left to finish and trip the
+    // guest's epoch afterwards.
+    let pkg = nn_run_package(
+        tally_test_artifacts::onnx::lstm(1024),
+        "fuel = 99_000_000_000\nwall_time_ms = 1000\nmemory_bytes = 536_870_912",
+        &["g", "5000", "1", "1024"],
+    );
+    let input = f32_zeros(5_000 * 1024);
+    let r = sandbox(BackendKind::OnnxRuntime)
+        .run(&pkg, &RunRequest::new(&input))
+        .unwrap();
+    assert!(
+        matches!(&r.claim.outcome, Outcome::Aborted { reason, .. } if reason == "wall_time"),
+        "{:?}",
+        r.claim.outcome
+    );
+    let compute = r
+        .transcript
+        .calls()
+        .iter()
+        .find(|c| c.func == NN_COMPUTE)
+        .expect("the interrupted compute is in the transcript");
+    assert!(
+        compute
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("interrupted at the wall-clock deadline"),
+        "{compute:?}"
+    );
+}
+
+#[test]
+fn tensor_bytes_a_stage_holds_are_capped_and_paid_per_byte() {
+    // One 64 MiB guest buffer set into 16 contexts would be 1 GiB of host
+    // copies; the stage may hold 512 MiB, so the 9th set_input is
+    // `too_large` (exit 10 + 7), and each copy was paid for in fuel first.
+    let rows = (64 << 20) / (4 * 64);
+    let pkg = nn_run_package(
+        tally_test_artifacts::onnx::lstm(64),
+        "fuel = 20_000_000_000\nmemory_bytes = 536_870_912",
+        &["--contexts", "16", "g", &rows.to_string(), "1", "64"],
+    );
+    let input = f32_zeros(rows * 64);
+    let r = sandbox(BackendKind::Tract)
+        .run(&pkg, &RunRequest::new(&input))
+        .unwrap();
+    assert_eq!(
+        r.claim.outcome,
+        Outcome::Exit {
+            stage: "nn_run0".into(),
+            code: 17
+        }
+    );
+    let sets: Vec<_> = r
+        .transcript
+        .calls()
+        .iter()
+        .filter(|c| c.func == "wasi_ephemeral_nn.set_input")
+        .collect();
+    assert_eq!(sets.len(), 9);
+    assert!(sets[..8].iter().all(|c| c.results == [0]));
+    assert_eq!(sets[8].results, [7]);
+    // 8 × 64 MiB copied at one fuel per byte, at least.
+    assert!(r.claim.fuel_consumed > 8 * (64 << 20));
+    // Without fuel for the copies, the first one is refused before it runs.
+    let poor = nn_run_package(
+        tally_test_artifacts::onnx::lstm(64),
+        "fuel = 30_000_000\nmemory_bytes = 536_870_912",
+        &["g", &rows.to_string(), "1", "64"],
+    );
+    let r = sandbox(BackendKind::Tract)
+        .run(&poor, &RunRequest::new(&input))
+        .unwrap();
+    assert_limit(&r, "fuel");
+}
+
+#[test]
+fn a_graph_tract_never_finishes_analysing_stops_at_the_deadline() {
+    // tract's optimiser loops forever on this stateless Scan. Analysed
+    // natively, the host thread never came back; analysed in the portable
+    // engine, the run ends `aborted: wall_time` at its deadline.
+    let pkg = nn_run_package(
+        tally_test_artifacts::onnx::endless_scan(8),
+        "wall_time_ms = 2000",
+        &["g", "4", "8"],
+    );
+    let r = sandbox(BackendKind::Tract)
+        .run(&pkg, &RunRequest::new(&f32_zeros(4 * 8)))
+        .unwrap();
+    assert!(
+        matches!(&r.claim.outcome, Outcome::Aborted { reason, .. } if reason == "wall_time"),
         "{:?}",
         r.claim.outcome
     );
