@@ -13,13 +13,15 @@ cd "$(dirname "$0")/.."
 secs="${1:-60}"
 shift || true
 if ! cargo +nightly --version >/dev/null 2>&1; then
-    rustup toolchain install nightly --profile minimal >/dev/null
+    echo "cargo fuzz needs the nightly toolchain: rustup toolchain install nightly" >&2
+    exit 2
 fi
 if ! command -v cargo-fuzz >/dev/null; then
     cargo install cargo-fuzz --locked -q
 fi
 # Outside the clone, so that CI keeps the instrumented build between runs.
 export CARGO_TARGET_DIR="${TALLY_FUZZ_TARGET_DIR:-$HOME/.cache/tally-fuzz-target}"
+mkdir -p "$CARGO_TARGET_DIR"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <(cd fuzz && cargo +nightly fuzz list)

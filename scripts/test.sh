@@ -17,3 +17,10 @@ fi
 cargo test --locked --workspace
 # The guests' own unit tests (their libraries, compiled natively).
 (cd guests && env -u CARGO_TARGET_DIR cargo test --locked -q --lib -p tally-ocr -p tally-vad -p tally-guest)
+# A short fuzz smoke pass over every parser of attacker-written bytes
+# (scripts/fuzz.sh; cargo fuzz needs the nightly toolchain).
+if cargo +nightly --version >/dev/null 2>&1; then
+    ./scripts/fuzz.sh 10
+else
+    echo "warning: no nightly toolchain (rustup toolchain install nightly): fuzz smoke pass skipped" >&2
+fi

@@ -154,12 +154,13 @@ pub enum ExecutionTarget {
 pub struct Tolerance {
     /// Largest absolute difference allowed per element (default `1e-4`).
     pub abs: f64,
-    /// Largest difference relative to the recorded value's magnitude
-    /// (default `1e-3`). An element passes if it is within `abs` *or*
-    /// within `rel`.
+    /// Largest difference relative to the magnitude of the verifier's own
+    /// recomputed value (default `1e-3`). An element passes if it is within
+    /// `abs` *or* within `rel`. Integer outputs are compared exactly.
     pub rel: f64,
-    /// Instead of values, compare the index of the largest element along
-    /// the last axis (default `false`): classifications agree.
+    /// In addition to the values, require the index of the largest element
+    /// along the last axis to agree (default `false`): classifications
+    /// agree. Never instead of the values.
     pub argmax: bool,
 }
 

@@ -723,6 +723,19 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
             };
             match original {
                 Some(Original::Computed(recorded)) => {
+                    // A recorded success this host cannot reproduce fails,
+                    // even when the recording has no outputs to compare.
+                    if let Err((_, e)) = &computed {
+                        check(
+                            0,
+                            f64::INFINITY,
+                            f64::INFINITY,
+                            false,
+                            Some(format!(
+                                "the receipt records this compute as a success, but this host's failed: {e}"
+                            )),
+                        );
+                    }
                     let n = recorded.len().max(computed.as_ref().map_or(0, Vec::len));
                     for i in 0..n {
                         let tol = graph_decl.tolerance_of(i as u32);

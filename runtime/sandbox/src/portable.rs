@@ -343,9 +343,10 @@ const MAX_CACHED_COSTS: usize = 4096;
 pub(crate) struct BoundedCosts {
     cache_dir: Option<PathBuf>,
     digest: Digest,
-    costs: Mutex<std::collections::HashMap<(Digest, Signature), u64>>,
-    /// Graphs whose constants were folded within the cap.
-    folded: Mutex<std::collections::HashSet<Digest>>,
+    /// Costs, and deterministic refusals.
+    costs: Mutex<std::collections::HashMap<(Digest, Signature), Result<u64, String>>>,
+    /// Graphs checked at load: accepted, or refused and why.
+    folded: Mutex<std::collections::HashMap<Digest, Result<(), String>>>,
 }
 
 impl BoundedCosts {
@@ -361,7 +362,8 @@ impl BoundedCosts {
     /// The cost of running graph `digest` (`bytes`) on inputs of `sig`.
     /// [`NnError::WallTime`] when the analysis reaches `deadline`; a
     /// deterministic error when the graph is refused or the analysis
-    /// exceeds its memory.
+    /// exceeds its memory. Refusals are remembered like costs, so a guest
+    /// that retries a refused call does not make the host analyse it again.
     pub(crate) fn cost(
         &self,
         digest: &Digest,
@@ -370,14 +372,31 @@ impl BoundedCosts {
         deadline: Instant,
     ) -> Result<u64, NnError> {
         let key = (*digest, sig.clone());
-        if let Some(c) = self
+        let known = self
             .costs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-        {
-            return Ok(*c);
+            .cloned();
+        if let Some(c) = known {
+            return c.map_err(NnError::Plan);
         }
+        let cost = self.analyse(bytes, sig, deadline);
+        let remembered = match &cost {
+            Ok(c) => Ok(*c),
+            Err(NnError::Plan(why)) => Err(why.clone()),
+            // The deadline and host faults are not the graph's doing.
+            Err(_) => return cost,
+        };
+        let mut costs = self.costs.lock().unwrap_or_else(|p| p.into_inner());
+        if costs.len() >= MAX_CACHED_COSTS {
+            costs.clear();
+        }
+        costs.insert(key, remembered);
+        cost
+    }
+
+    fn analyse(&self, bytes: &[u8], sig: &Signature, deadline: Instant) -> Result<u64, NnError> {
         let c = compiled(&self.digest, self.cache_dir.as_deref())?;
         let mut inst = instantiate(&c, bytes, ANALYSIS_MEMORY_BYTES).map_err(analysis_error)?;
         inst.store.set_epoch_deadline(ticks_until(deadline));
@@ -391,29 +410,19 @@ impl BoundedCosts {
         if status != 0 {
             return Err(NnError::Plan(String::from_utf8_lossy(&result).into_owned()));
         }
-        let cost = u64::from_le_bytes(
-            result
-                .try_into()
-                .map_err(|_| NnError::Plan("the cost analysis returned no cost".into()))?,
-        );
-        let mut costs = self.costs.lock().unwrap_or_else(|p| p.into_inner());
-        if costs.len() >= MAX_CACHED_COSTS {
-            costs.clear();
-        }
-        costs.insert(key, cost);
-        Ok(cost)
+        Ok(u64::from_le_bytes(result.try_into().map_err(|_| {
+            NnError::Plan("the cost analysis returned no cost".into())
+        })?))
     }
-}
 
-impl BoundedCosts {
     /// Checks, once per graph, that folding `bytes`' input-independent
     /// constants fits the analysis's memory: before any backend loads it
     /// (ONNX Runtime folds constants when it creates a session, natively
     /// and without a bound). A graph whose folding does not fit the memory
     /// cap, or holds a constant tract refuses to materialise (in wasm32, one
-    /// of 2 GiB or more), is refused on every backend alike. A graph tract
-    /// cannot type with its declared inputs passes here: its calls are
-    /// analysed per input signature.
+    /// of 2 GiB or more), is refused on every backend alike, and the
+    /// refusal is remembered. A graph tract cannot type with its declared
+    /// inputs passes here: its calls are analysed per input signature.
     ///
     /// [`NnError::WallTime`] when the check reaches `deadline` (tract's
     /// optimiser does not finish on every graph).
@@ -423,14 +432,29 @@ impl BoundedCosts {
         bytes: &[u8],
         deadline: Instant,
     ) -> Result<(), NnError> {
-        if self
+        let known = self
             .folded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(digest)
-        {
-            return Ok(());
+            .get(digest)
+            .cloned();
+        if let Some(r) = known {
+            return r.map_err(NnError::Plan);
         }
+        let checked = self.fold(bytes, deadline);
+        let remembered = match &checked {
+            Ok(()) => Ok(()),
+            Err(NnError::Plan(why)) => Err(why.clone()),
+            Err(_) => return checked,
+        };
+        self.folded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*digest, remembered);
+        checked
+    }
+
+    fn fold(&self, bytes: &[u8], deadline: Instant) -> Result<(), NnError> {
         let c = compiled(&self.digest, self.cache_dir.as_deref())?;
         let mut inst = instantiate(&c, bytes, ANALYSIS_MEMORY_BYTES).map_err(analysis_error)?;
         inst.store.set_epoch_deadline(ticks_until(deadline));
@@ -450,10 +474,6 @@ impl BoundedCosts {
                 )));
             }
         }
-        self.folded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*digest);
         Ok(())
     }
 }

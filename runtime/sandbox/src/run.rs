@@ -199,6 +199,23 @@ impl Sandbox {
         let mut views: Option<tempfile::TempDir> = None;
         let recorded = match req.recorded {
             None => None,
+            // A run records at most NN_MAX_RECORDED_BYTES of tensor data;
+            // more is not the recording of a run under this profile.
+            Some(r)
+                if r.calls()
+                    .iter()
+                    .map(|c| match c {
+                        RecordedCompute::Computed(b) => b.len(),
+                        _ => 0,
+                    })
+                    .sum::<usize>()
+                    > crate::profile::NN_MAX_RECORDED_BYTES + (64 << 10) * r.calls().len() =>
+            {
+                return Err(SandboxError::Recorded(format!(
+                    "more than the {} bytes of outputs a run may record",
+                    crate::profile::NN_MAX_RECORDED_BYTES
+                )));
+            }
             Some(r) => Some(
                 r.calls()
                     .iter()

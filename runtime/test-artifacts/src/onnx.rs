@@ -136,6 +136,18 @@ pub fn lstm(width: i64) -> Vec<u8> {
     })
 }
 
+/// `Y = Identity(X)` for an f32 `X [n]`: outputs as large as the inputs
+/// for next to no compute.
+pub fn identity() -> Vec<u8> {
+    model(pb::GraphProto {
+        name: "identity".into(),
+        node: vec![node("Identity", &["x"], "y", vec![])],
+        input: vec![value("x", FLOAT, Some(&[-1]))],
+        output: vec![value("y", FLOAT, None)],
+        ..Default::default()
+    })
+}
+
 /// `Y = X + ReduceSum(ConstantOfShape([rows, cols]))`: a constant of
 /// `rows × cols` f32 elements that exists nowhere in the file (it is under
 /// 300 bytes), summed to one value and added to an f32 `X [1]`.

@@ -711,3 +711,57 @@ fn a_graph_tract_never_finishes_analysing_stops_at_the_deadline() {
         r.claim.outcome
     );
 }
+
+#[test]
+fn a_failed_compute_forged_into_an_empty_success_is_refused() {
+    // An honest run whose compute fails: eight 64 MiB inputs fill the
+    // stage's 512 MiB, so the 64 MiB output is `too_large` (nn-run exits
+    // 10 + 7). A forger rewrites that call as a success with no outputs
+    // (an empty tensor list); the verifier's own compute fails, so the
+    // call must fail the check even with nothing to compare.
+    let n = (64 << 20) / 4;
+    let pkg = nn_run_package(
+        tally_test_artifacts::onnx::identity(),
+        "fuel = 20_000_000_000\nmemory_bytes = 536_870_912",
+        &["--contexts", "8", "g", &n.to_string()],
+    );
+    let input = f32_zeros(n);
+    let original = sandbox(BackendKind::OnnxRuntime)
+        .run(&pkg, &RunRequest::new(&input))
+        .unwrap();
+    assert_eq!(
+        original.claim.outcome,
+        Outcome::Exit {
+            stage: "nn_run0".into(),
+            code: 17
+        }
+    );
+    let verifier = sandbox(BackendKind::Tract);
+    // Honest: the failure replays as a failure, and verifies.
+    let honest = verifier
+        .replay(&pkg, &original.claim, &input, Some(&recorded_of(&original)))
+        .unwrap();
+    assert!(
+        honest.inference.iter().all(|c| c.within),
+        "{:?}",
+        honest.inference
+    );
+    assert_eq!(honest.transcript.root(), original.transcript.root());
+    // Forged: the failed call recorded as a success with no outputs.
+    let empty = encode_tensors(&[]);
+    let mut transcript = Transcript::new();
+    for mut c in original.transcript.calls().iter().cloned() {
+        if c.func == NN_COMPUTE {
+            c.results = vec![0];
+            c.data = Some(tally_receipt::Digest::of(&empty));
+        }
+        transcript.push(c);
+    }
+    let forged = RecordedComputes::new(&transcript, vec![empty]).unwrap();
+    let replay = verifier
+        .replay(&pkg, &original.claim, &input, Some(&forged))
+        .unwrap();
+    let failed: Vec<_> = replay.inference.iter().filter(|c| !c.within).collect();
+    assert!(!failed.is_empty(), "the forged success was accepted");
+    assert_eq!(failed[0].first_failure.as_ref().unwrap().0, 0);
+}
