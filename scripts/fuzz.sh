@@ -42,7 +42,7 @@ for t in "${targets[@]}"; do
         result=CRASH
         status=1
     fi
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo "?")
     crashes=$(find "fuzz/artifacts/$t" -type f | wc -l)
     printf '%-10s %-6s execs=%-10s crashes=%s\n' "$t" "$result" "$execs" "$crashes"
     [ "$result" = ok ] || tail -30 "$log"

@@ -7,9 +7,15 @@ use tally_test_artifacts::pkg::{asset, assets_dir};
 use crate::util::Dir;
 
 pub(crate) fn nn_package(d: &Dir) {
+    nn_package_with(d, "");
+}
+
+/// `nn.tally`: the `nn-abuse` guest on silero VAD, with extra manifest
+/// lines before the graph table (e.g. `[limits]`).
+fn nn_package_with(d: &Dir, extra: &str) {
     d.write("nn/vad.onnx", &asset("silero_vad_openvino_16k.onnx"));
     let digest = tally_digest::Digest::of(&asset("silero_vad_openvino_16k.onnx"));
-    let graph = format!("\n[graphs.vad]\npath = \"vad.onnx\"\ndigest = \"{digest}\"\ntolerance = {{ abs = 1e-4, rel = 1e-3 }}\n");
+    let graph = format!("{extra}\n[graphs.vad]\npath = \"vad.onnx\"\ndigest = \"{digest}\"\ntolerance = {{ abs = 1e-4, rel = 1e-3 }}\n");
     d.package("nn", &[("nn-abuse", "graphs = [\"vad\"]")], &graph);
 }
 
@@ -249,12 +255,7 @@ fn a_cold_host_does_not_charge_its_set_up_to_the_run() {
     // seconds on two cores) before the run's clock starts, so a 5 s wall
     // time is the same outcome on a cold host as on a warm one.
     let d = Dir::new();
-    d.write("nn/vad.onnx", &asset("silero_vad_openvino_16k.onnx"));
-    let digest = tally_digest::Digest::of(&asset("silero_vad_openvino_16k.onnx"));
-    let extra = format!(
-        "[limits]\nwall_time_ms = 5000\n\n[graphs.vad]\npath = \"vad.onnx\"\ndigest = \"{digest}\"\n"
-    );
-    d.package("nn", &[("nn-abuse", "graphs = [\"vad\"]")], &extra);
+    nn_package_with(&d, "[limits]\nwall_time_ms = 5000\n");
     d.write("in", b"");
     d.tally(&[
         "run",

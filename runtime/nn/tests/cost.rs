@@ -8,7 +8,7 @@ use tally_test_artifacts::onnx::lstm;
 fn a_scan_costs_its_body_times_its_iterations() {
     // tract runs an LSTM as a Scan whose body holds the recurrent product:
     // 4 gates × 64 units × (64 inputs + 64 hidden) multiply-adds per step.
-    let bytes = lstm(64);
+    let bytes = lstm(64, 64);
     let costs = CostModel::new();
     let digest = Digest::of(&bytes);
     for n in [1u32, 100, 10_000] {

@@ -368,6 +368,25 @@ fn load(
     )
 }
 
+/// Records call `func` as stopped at the run's wall-clock deadline and
+/// ends the stage as an epoch interrupt in guest code would: `aborted:
+/// wall_time` (not deterministic).
+fn interrupted(
+    caller: &mut Caller<'_, StoreData>,
+    func: &str,
+    params: Vec<i64>,
+    what: String,
+) -> wasmtime::Error {
+    caller.data_mut().rec.push(
+        &format!("{NN_MODULE}.{func}"),
+        params,
+        vec![RUNTIME_ERROR as i64],
+        None,
+        Some(format!("{what}: interrupted at the wall-clock deadline")),
+    );
+    wasmtime::Trap::Interrupt.into()
+}
+
 fn load_by_name(
     mut caller: Caller<'_, StoreData>,
     name_ptr: i32,
@@ -412,15 +431,8 @@ fn load_by_name(
         Ok((vec![handle as i64], Some(digest), Some(name)))
     })();
     if interrupted {
-        // Checking the graph reached the run's deadline: as for a compute.
-        caller.data_mut().rec.push(
-            &format!("{NN_MODULE}.load_by_name"),
-            params,
-            vec![RUNTIME_ERROR as i64],
-            None,
-            Some("checking the graph was interrupted at the wall-clock deadline".into()),
-        );
-        return Err(wasmtime::Trap::Interrupt.into());
+        let what = "checking the graph".to_string();
+        return Err(self::interrupted(&mut caller, "load_by_name", params, what));
     }
     Ok(finish(&mut caller, "load_by_name", params, result))
 }
@@ -652,17 +664,8 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
     let cost = match cost {
         Ok(cost) => cost,
         Err(NnError::WallTime) => {
-            // The analysis reached the run's deadline: as for a compute.
-            caller.data_mut().rec.push(
-                &format!("{NN_MODULE}.compute"),
-                params,
-                vec![RUNTIME_ERROR as i64],
-                None,
-                Some(format!(
-                    "graph `{name}`: cost analysis interrupted at the wall-clock deadline"
-                )),
-            );
-            return Err(wasmtime::Trap::Interrupt.into());
+            let what = format!("graph `{name}`: cost analysis");
+            return Err(interrupted(&mut caller, "compute", params, what));
         }
         Err(e) => {
             let why = format!("graph `{name}` rejects these inputs: {e}");
@@ -689,18 +692,9 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
     let computed = guard(|| graph.run_until(&inputs, NN_MAX_OUTPUT_BYTES, deadline));
     caller.data_mut().nn.contexts[slot].inputs = inputs.into_iter().map(Some).collect();
     if matches!(computed, Err(NnError::WallTime)) {
-        // The run's wall-clock backstop, reached inside inference: the same
-        // (not deterministic) outcome as an epoch interrupt in guest code.
-        caller.data_mut().rec.push(
-            &format!("{NN_MODULE}.compute"),
-            params,
-            vec![RUNTIME_ERROR as i64],
-            None,
-            Some(format!(
-                "graph `{name}`: interrupted at the wall-clock deadline"
-            )),
-        );
-        return Err(wasmtime::Trap::Interrupt.into());
+        // The run's wall-clock backstop, reached inside inference.
+        let what = format!("graph `{name}`");
+        return Err(interrupted(&mut caller, "compute", params, what));
     }
     let nn = &mut caller.data_mut().nn;
     // What the host keeps is bounded, deterministically: output sizes follow

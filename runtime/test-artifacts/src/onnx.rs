@@ -107,30 +107,29 @@ pub fn endless_scan(width: i64) -> Vec<u8> {
     })
 }
 
-/// `Y = LSTM(X)` over an f32 `X [n, 1, width]` (declared with a symbolic
-/// `n`, as a publisher would) with `width` hidden units:
-/// tract runs it as a `Scan` whose body does `4·width·2·width`
-/// multiply-adds per step, none of them visible at the top level of the
-/// graph.
-pub fn lstm(width: i64) -> Vec<u8> {
-    let weights = |name: &str| pb::TensorProto {
+/// `Y = LSTM(X)` over an f32 `X [n, 1, input]` (declared with a symbolic
+/// `n`, as a publisher would) with `hidden` units: tract runs it as a
+/// `Scan` whose body does `4·hidden·(input + hidden)` multiply-adds per
+/// step, none of them visible at the top level of the graph.
+pub fn lstm(input: i64, hidden: i64) -> Vec<u8> {
+    let weights = |name: &str, cols: i64| pb::TensorProto {
         name: name.into(),
-        dims: vec![1, 4 * width, width],
+        dims: vec![1, 4 * hidden, cols],
         data_type: FLOAT,
-        float_data: vec![0.01; (4 * width * width) as usize],
+        float_data: vec![0.01; (4 * hidden * cols) as usize],
         ..Default::default()
     };
-    let hidden = pb::AttributeProto {
+    let units = pb::AttributeProto {
         name: "hidden_size".into(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: width,
+        i: hidden,
         ..Default::default()
     };
     model(pb::GraphProto {
         name: "lstm".into(),
-        node: vec![node("LSTM", &["x", "w", "r"], "y", vec![hidden])],
-        initializer: vec![weights("w"), weights("r")],
-        input: vec![value("x", FLOAT, Some(&[-1, 1, width]))],
+        node: vec![node("LSTM", &["x", "w", "r"], "y", vec![units])],
+        initializer: vec![weights("w", input), weights("r", hidden)],
+        input: vec![value("x", FLOAT, Some(&[-1, 1, input]))],
         output: vec![value("y", FLOAT, None)],
         ..Default::default()
     })

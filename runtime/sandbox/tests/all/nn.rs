@@ -567,7 +567,7 @@ pub fn nn_run() {
     // Scan) are charged at least 300 × 4 × 256 × 512 fuel (before, the
     // recurrent half was free), identically on every backend.
     let pkg = nn_run_package(
-        tally_test_artifacts::onnx::lstm(256),
+        tally_test_artifacts::onnx::lstm(256, 256),
         "fuel = 1_000_000_000",
         &["g", "300", "1", "256"],
     );
@@ -601,7 +601,7 @@ pub fn nn_run() {
     assert!(fuel.windows(2).all(|w| w[0] == w[1]), "{fuel:?}");
     // And a guest that cannot pay for the body is refused before it runs.
     let poor = nn_run_package(
-        tally_test_artifacts::onnx::lstm(256),
+        tally_test_artifacts::onnx::lstm(256, 256),
         "fuel = 100_000_000",
         &["g", "300", "1", "256"],
     );
@@ -613,23 +613,26 @@ pub fn nn_run() {
 
 #[test]
 fn onnx_runtime_stops_at_the_wall_clock_deadline() {
-    // 5,000 steps of a 1024-unit LSTM (4·10^10 multiply-adds) take
-    // far longer than the run's second on ONNX Runtime. The compute itself
-    // is stopped (RunOptions::terminate), not left to finish and trip the
-    // guest's epoch afterwards.
+    // 6,000 steps of a 1024-unit LSTM on one input feature (2.5·10^10
+    // multiply-adds over 16 MB of weights, from 24 KB of input) take far
+    // longer than the run's
+    // 3 s on ONNX Runtime. The compute itself is stopped
+    // (RunOptions::terminate), not left to finish and trip the guest's
+    // epoch afterwards.
     let pkg = nn_run_package(
-        tally_test_artifacts::onnx::lstm(1024),
-        "fuel = 99_000_000_000\nwall_time_ms = 1000\nmemory_bytes = 536_870_912",
-        &["g", "5000", "1", "1024"],
+        tally_test_artifacts::onnx::lstm(1, 1024),
+        "fuel = 99_000_000_000\nwall_time_ms = 3000",
+        &["g", "6000", "1", "1"],
     );
-    let input = f32_zeros(5_000 * 1024);
+    let input = f32_zeros(6_000);
     let r = sandbox(BackendKind::OnnxRuntime)
         .run(&pkg, &RunRequest::new(&input))
         .unwrap();
     assert!(
         matches!(&r.claim.outcome, Outcome::Aborted { reason, .. } if reason == "wall_time"),
-        "{:?}",
-        r.claim.outcome
+        "{:?} {:?}",
+        r.claim.outcome,
+        r.transcript.calls().last()
     );
     let compute = r
         .transcript
@@ -654,7 +657,7 @@ fn tensor_bytes_a_stage_holds_are_capped_and_paid_per_byte() {
     // `too_large` (exit 10 + 7), and each copy was paid for in fuel first.
     let rows = (64 << 20) / (4 * 64);
     let pkg = nn_run_package(
-        tally_test_artifacts::onnx::lstm(64),
+        tally_test_artifacts::onnx::lstm(64, 64),
         "fuel = 20_000_000_000\nmemory_bytes = 536_870_912",
         &["--contexts", "16", "g", &rows.to_string(), "1", "64"],
     );
@@ -682,7 +685,7 @@ fn tensor_bytes_a_stage_holds_are_capped_and_paid_per_byte() {
     assert!(r.claim.fuel_consumed > 8 * (64 << 20));
     // Without fuel for the copies, the first one is refused before it runs.
     let poor = nn_run_package(
-        tally_test_artifacts::onnx::lstm(64),
+        tally_test_artifacts::onnx::lstm(64, 64),
         "fuel = 30_000_000\nmemory_bytes = 536_870_912",
         &["g", &rows.to_string(), "1", "64"],
     );
