@@ -4,7 +4,8 @@
 //! The disk key is `H[tally.ModuleCacheKey.v1](module digest ‖ target
 //! digest)`: the target digest covers the determinism profile and wasmtime's
 //! precompile compatibility hash, because wasmtime will deserialize an
-//! artifact built with different settings (FACTS.md). Artifacts are written
+//! artifact built with different settings without complaint, so the key must
+//! change whenever a setting does. Artifacts are written
 //! atomically (temp file + rename). The cache directory is trusted: it is the
 //! host's own, never a guest's or a publisher's.
 
