@@ -768,3 +768,40 @@ fn a_failed_compute_forged_into_an_empty_success_is_refused() {
     assert!(!failed.is_empty(), "the forged success was accepted");
     assert_eq!(failed[0].first_failure.as_ref().unwrap().0, 0);
 }
+
+#[test]
+fn new_input_shapes_are_paid_for_whether_or_not_the_host_has_analysed_them() {
+    // The first compute of a run on a (graph, shapes) pair pays
+    // NN_SIGNATURE_FUEL: a host with the analysis cached charges the same
+    // fuel as a cold one, and a guest that cannot pay is refused first.
+    let pkg = nn_run_package(tally_test_artifacts::onnx::identity(), "", &["g", "4"]);
+    let input = f32_zeros(4);
+    let sb = sandbox(BackendKind::Tract);
+    let cold = sb.run(&pkg, &RunRequest::new(&input)).unwrap();
+    let warm = sb.run(&pkg, &RunRequest::new(&input)).unwrap();
+    assert_eq!(cold.claim.outcome, Outcome::Ok, "{:?}", cold.stderr);
+    assert_eq!(cold.claim.fuel_consumed, warm.claim.fuel_consumed);
+    assert!(cold.claim.fuel_consumed > tally_sandbox::profile::NN_SIGNATURE_FUEL);
+    let poor = sb
+        .run(
+            &pkg,
+            &RunRequest::new(&input).fuel(Some(tally_sandbox::profile::NN_SIGNATURE_FUEL)),
+        )
+        .unwrap();
+    assert_limit(&poor, "fuel");
+    let refused = poor
+        .transcript
+        .calls()
+        .iter()
+        .rev()
+        .find(|c| c.func == NN_COMPUTE)
+        .unwrap();
+    assert!(
+        refused
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("new input shapes"),
+        "{refused:?}"
+    );
+}
