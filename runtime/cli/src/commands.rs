@@ -1,17 +1,15 @@
 //! One function per subcommand.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use clap::{Args, ValueEnum};
 use ed25519_dalek::SigningKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_digest::Digest;
+use tally_host::{FirstOf, Host, SourceError, Sources, StoreSources, VerifyError};
 use tally_package::{Package, DEFAULT_MAX_BUNDLE_BYTES};
-use tally_receipt::{
-    decode_recorded, encode_recorded, Metadata, Receipt, RecordedComputes, Transcript, Verdict,
-};
+use tally_receipt::{decode_recorded, encode_recorded, Receipt, Transcript};
 use tally_sandbox::{BackendKind, OrtConfig, RunRequest, Sandbox, SandboxConfig, Target};
 use tally_store::Store;
 
@@ -456,7 +454,8 @@ pub fn run(a: RunArgs, store_dir: &Path) -> Result<()> {
 /// A run's output, receipt, transcript and recorded inference outputs.
 type RunOutput = (Vec<u8>, Receipt, Transcript, Vec<Vec<u8>>);
 
-/// Runs in this process, seals with the host key, stores the receipt.
+/// Runs in this process, seals with the host key, stores the package
+/// (so that a `tally verify` here needs no flags) and the receipt.
 fn run_locally(
     a: &RunArgs,
     store_dir: &Path,
@@ -466,37 +465,35 @@ fn run_locally(
     let package = load_package(&a.package, store_dir)?;
     let key = host_key(a.key.as_ref(), store_dir)?;
     let sandbox = sandbox(store_dir, a.target, &a.nn)?;
-    let started = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let mut host = Host::new(
+        std::sync::Arc::new(sandbox),
+        key,
+        std::env::var("HOSTNAME").unwrap_or_default(),
+    );
+    match Store::open(store_dir).and_then(|s| s.put_package(&package).map(|_| s)) {
+        Ok(store) => host = host.with_store(std::sync::Arc::new(store)),
+        Err(e) => tracing::warn!("the run is not stored in {}: {e}", store_dir.display()),
+    }
     let spin = spinner("running (compiling modules on first use)…");
-    let result = sandbox.run(&package, &RunRequest::new(input).fuel(a.fuel).seed(seed))?;
+    let sealed = host.run_and_seal(&package, &RunRequest::new(input).fuel(a.fuel).seed(seed))?;
     spin.finish_and_clear();
-    let metadata = Metadata {
-        note: "metadata is not covered by the seal".into(),
-        host: std::env::var("HOSTNAME").unwrap_or_default(),
-        started_at_unix: started,
-        wall_time_ms: result.wall_time.as_millis() as u64,
-        target: sandbox.config().target.name().into(),
-    };
-    let receipt = Receipt::seal(result.claim.clone(), &key, metadata);
-    let computes: Vec<Vec<u8>> = result.computes.iter().map(|c| c.encoded.clone()).collect();
-    let framed: Vec<&[u8]> = computes.iter().map(Vec::as_slice).collect();
-    if let Err(e) =
-        Store::open(store_dir).and_then(|s| s.put_receipt(&receipt, &result.transcript, &framed))
-    {
+    if let Some(Err(e)) = &sealed.stored {
         tracing::warn!(
             "the receipt is written to {} but not stored: {e}",
             a.receipt.display()
         );
     }
-    for (stage, err) in &result.stderr {
+    for (stage, err) in &sealed.stderr {
         if !err.is_empty() {
             eprintln!("[{stage}] {}", String::from_utf8_lossy(err).trim_end());
         }
     }
-    Ok((result.output, receipt, result.transcript, computes))
+    Ok((
+        sealed.output,
+        sealed.receipt,
+        sealed.transcript,
+        sealed.computes,
+    ))
 }
 
 pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
@@ -512,82 +509,50 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
                 .to_string(),
         );
     }
-    receipt
-        .check_seal(&trusted)
-        .map_err(|e| fail(anyhow!("{}: {e}", a.receipt.display())))?;
-    let claim = &receipt.claim;
-    if !claim.outcome.is_deterministic() {
-        return Err(fail(anyhow!(
-            "the receipt records a non-deterministic outcome ({}); it cannot be verified by replay",
-            claim.outcome
-        )));
-    }
     let input = read(&a.input)?;
-    if Digest::of(&input) != claim.input {
-        return Err(fail(anyhow!(
-            "the input {} has digest {}, but the receipt is about input {}",
-            a.input.display(),
-            Digest::of(&input),
-            claim.input
-        )));
-    }
-    let spec = a
-        .package
-        .clone()
-        .unwrap_or_else(|| claim.package_id.to_string());
-    let package = match (load_package(&spec, store_dir), &a.host) {
-        (Ok(p), _) => p,
-        (Err(_), Some(url)) if a.package.is_none() => {
-            crate::client::Host::new(url).package(&claim.package_id)?
-        }
-        (Err(e), _) => return Err(e),
-    };
-    if package.id() != claim.package_id {
-        return Err(fail(anyhow!(
-            "package {spec} has id {}, but the receipt is about package {}",
-            package.id(),
-            claim.package_id
-        )));
-    }
     let sandbox = sandbox(store_dir, a.target, &a.nn)?;
-    let original = load_transcript(&a, store_dir, &receipt).map_err(|e| format!("{e:#}"));
-    // On another backend, the replay checks against and feeds the guests
-    // the recorded inference outputs: beside the receipt, else the store.
-    // They must be exactly those the transcript binds.
-    let recorded = match &original {
-        Ok(t) if claim.backend != *sandbox.backend_info() => {
-            let beside = tensors_path(&a.receipt);
-            let outputs = if beside.exists() {
-                Some(
-                    decode_recorded(&read(&beside)?, t)
-                        .with_context(|| format!("{}", beside.display()))?,
-                )
-            } else if let Ok(c) = Store::open(store_dir).and_then(|s| s.get_computes(t)) {
-                Some(c)
-            } else if let Some(url) = &a.host {
-                Some(crate::client::Host::new(url).tensors(&receipt, t)?)
-            } else {
-                None
-            };
-            match outputs {
-                Some(o) => {
-                    Some(RecordedComputes::new(t, o).context("the recorded inference outputs")?)
-                }
-                None => None,
-            }
-        }
-        _ => None,
+    // Files beside the receipt (or named by flags), then the store, then
+    // the --host: the first that has a thing provides it.
+    let files = FileSources {
+        package: a.package.clone(),
+        store_dir,
+        transcript: a
+            .transcript
+            .clone()
+            .unwrap_or_else(|| transcript_path(&a.receipt)),
+        tensors: tensors_path(&a.receipt),
     };
+    let store = Store::open(store_dir).ok();
+    let store = store.as_ref().map(StoreSources);
+    let remote = a
+        .host
+        .as_deref()
+        .map(|url| RemoteSources(crate::client::Host::new(url)));
+    // `--package` is never passed over: `files` gives it, or fails.
+    let mut sources: Vec<&dyn Sources> = vec![&files];
+    if let Some(s) = &store {
+        sources.push(s);
+    }
+    if let Some(r) = &remote {
+        sources.push(r);
+    }
     let spin = spinner("replaying…");
-    let replay = sandbox.replay(&package, claim, &input, recorded.as_ref())?;
+    let verdict = tally_host::verify(&sandbox, &receipt, &trusted, &input, &FirstOf(sources));
     spin.finish_and_clear();
-    let verdict = Verdict::new(
-        &receipt,
-        &replay.claim,
-        &replay.transcript,
-        replay.inference,
-        || original,
-    );
+    let verdict = verdict.map_err(|e| {
+        // A receipt that does not hold is a failed verification (1); a
+        // package or replay the verifier cannot provide is usage (2).
+        let usage = matches!(
+            e,
+            VerifyError::Package { .. } | VerifyError::Recorded(_) | VerifyError::Replay(_)
+        );
+        let e = anyhow!("{}: {e}", a.receipt.display());
+        if usage {
+            Failure::from(e)
+        } else {
+            fail(e)
+        }
+    })?;
     if a.json {
         println!(
             "{}",
@@ -606,30 +571,69 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The receipt's transcript: the file beside it (or `--transcript`), else
-/// the store, else the `--host`.
-fn load_transcript(
-    a: &VerifyArgs,
-    store_dir: &Path,
-    receipt: &Receipt,
-) -> anyhow::Result<Transcript> {
-    let root = &receipt.claim.transcript_root;
-    let path = a
-        .transcript
-        .clone()
-        .unwrap_or_else(|| transcript_path(&a.receipt));
-    if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        return Transcript::from_jsonl(&text, root).with_context(|| format!("{}", path.display()));
+/// What a verifier has at hand: `--package` (a bundle or an id in the
+/// store), and the transcript and recorded outputs beside the receipt.
+struct FileSources<'a> {
+    package: Option<String>,
+    store_dir: &'a Path,
+    transcript: PathBuf,
+    tensors: PathBuf,
+}
+
+fn invalid(e: impl std::fmt::Display) -> SourceError {
+    SourceError::Invalid(format!("{e:#}"))
+}
+
+impl Sources for FileSources<'_> {
+    fn package(&self, id: &Digest) -> std::result::Result<std::sync::Arc<Package>, SourceError> {
+        match &self.package {
+            Some(spec) => load_package(spec, self.store_dir)
+                .map(std::sync::Arc::new)
+                .map_err(|f| invalid(f.error)),
+            None => Err(SourceError::NotFound(format!("package {id}"))),
+        }
     }
-    match (
-        Store::open(store_dir).and_then(|s| s.get_transcript(root)),
-        &a.host,
-    ) {
-        (Ok(t), _) => Ok(t),
-        (Err(_), Some(url)) => crate::client::Host::new(url).transcript(receipt),
-        (Err(e), None) => Err(e.into()),
+    fn transcript(&self, receipt: &Receipt) -> std::result::Result<Transcript, SourceError> {
+        let path = &self.transcript;
+        if !path.exists() {
+            return Err(SourceError::NotFound(path.display().to_string()));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
+        Transcript::from_jsonl(&text, &receipt.claim.transcript_root)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))
+    }
+    fn recorded(
+        &self,
+        _: &Receipt,
+        t: &Transcript,
+    ) -> std::result::Result<Vec<Vec<u8>>, SourceError> {
+        let path = &self.tensors;
+        if !path.exists() {
+            return Err(SourceError::NotFound(path.display().to_string()));
+        }
+        let bytes =
+            std::fs::read(path).map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
+        decode_recorded(&bytes, t).map_err(|e| invalid(format!("{}: {e}", path.display())))
+    }
+}
+
+/// The host that ran the receipt (`--host`).
+struct RemoteSources(crate::client::Host);
+
+impl Sources for RemoteSources {
+    fn package(&self, id: &Digest) -> std::result::Result<std::sync::Arc<Package>, SourceError> {
+        self.0.package(id).map(std::sync::Arc::new).map_err(invalid)
+    }
+    fn transcript(&self, receipt: &Receipt) -> std::result::Result<Transcript, SourceError> {
+        self.0.transcript(receipt).map_err(invalid)
+    }
+    fn recorded(
+        &self,
+        receipt: &Receipt,
+        t: &Transcript,
+    ) -> std::result::Result<Vec<Vec<u8>>, SourceError> {
+        self.0.tensors(receipt, t).map_err(invalid)
     }
 }
 

@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// so the first request does not wait for it).
     #[arg(long)]
     no_warm_up: bool,
+    /// What the host keeps in memory between requests (packages, compiled
+    /// modules, loaded graphs, costs), in MiB, least recently used evicted
+    /// first (default 2048).
+    #[arg(long, value_name = "MIB")]
+    cache_mib: Option<u64>,
     /// A TOML file with any of the settings above (same names; flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -96,6 +101,9 @@ pub fn serve(a: ServeArgs, store_flag: Option<&Path>) -> Result<(), Failure> {
         config.workers = n.max(1);
     }
     config.warm_up = !a.no_warm_up && file.warm_up.unwrap_or(true);
+    if let Some(mib) = a.cache_mib.or(file.cache_mib) {
+        config.cache_bytes = mib.saturating_mul(1 << 20);
+    }
     if let Some(n) = a.queue.or(file.queue) {
         config.queue = n;
     }

@@ -116,4 +116,11 @@ pub trait LoadedGraph: Send + Sync {
         let _ = deadline;
         self.run(inputs, max_output_bytes)
     }
+
+    /// Bytes of host memory the loaded graph holds between runs, where the
+    /// backend can measure it. Default: `None` (a native library owns the
+    /// memory; the host estimates it from the graph's size).
+    fn resident_bytes(&self) -> Option<u64> {
+        None
+    }
 }

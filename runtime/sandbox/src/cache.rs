@@ -1,5 +1,5 @@
-//! Compiled modules, cached in memory (with their pre-linked `InstancePre`)
-//! and optionally on disk.
+//! Compiled modules, cached in memory (with their pre-linked `InstancePre`,
+//! within the sandbox's byte budget: see [`Caches`]) and optionally on disk.
 //!
 //! The disk key is `H[tally.ModuleCacheKey.v1](module digest ‖ target
 //! digest)`: the target digest covers the determinism profile and wasmtime's
@@ -9,14 +9,14 @@
 //! atomically (temp file + rename). The cache directory is trusted: it is the
 //! host's own, never a guest's or a publisher's.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tally_digest::{Canon, Digest};
 use wasmtime::{Engine, InstancePre, Module};
 
+use crate::budget::{Caches, Key, Value};
 use crate::host::{self, StoreData};
 
 /// A compiled, linked module.
@@ -27,16 +27,16 @@ pub(crate) struct Compiled {
 pub(crate) struct ModuleCache {
     dir: Option<PathBuf>,
     target: Digest,
-    mem: Mutex<HashMap<Digest, Arc<Compiled>>>,
+    mem: Arc<Caches>,
     compiled: AtomicU64,
 }
 
 impl ModuleCache {
-    pub(crate) fn new(dir: Option<PathBuf>, target: Digest) -> Self {
+    pub(crate) fn new(dir: Option<PathBuf>, target: Digest, mem: Arc<Caches>) -> Self {
         ModuleCache {
             dir,
             target,
-            mem: Mutex::new(HashMap::new()),
+            mem,
             compiled: AtomicU64::new(0),
         }
     }
@@ -53,13 +53,14 @@ impl ModuleCache {
         digest: &Digest,
         bytes: &[u8],
     ) -> Result<Arc<Compiled>, String> {
-        if let Some(c) = self.mem.lock().unwrap().get(digest) {
-            return Ok(c.clone());
+        let key = Key::Module(*digest);
+        if let Some(Value::Module(c)) = self.mem.get(&key) {
+            return Ok(c);
         }
         let module = self.load_or_compile(base.engine(), digest, bytes)?;
         let pre = host::link(base, &module)?;
         let compiled = Arc::new(Compiled { pre });
-        self.mem.lock().unwrap().insert(*digest, compiled.clone());
+        self.mem.insert(key, Value::Module(compiled.clone()), None);
         Ok(compiled)
     }
 

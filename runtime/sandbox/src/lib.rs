@@ -5,9 +5,11 @@
 //!
 //! * [`Sandbox`]: an engine configured with the determinism [`profile`], a
 //!   host [`Policy`] (caps on every limit), a pooling allocator, an epoch
-//!   ticker for the wall-clock backstop, and a compiled-module cache (memory,
-//!   and disk when [`SandboxConfig::cache_dir`] is set). Build one per
-//!   process and reuse it: a warm run neither recompiles nor re-links.
+//!   ticker for the wall-clock backstop, and caches of compiled modules
+//!   (memory, and disk when [`SandboxConfig::cache_dir`] is set), loaded
+//!   graphs and costs, all in one byte budget
+//!   ([`SandboxConfig::cache_bytes`], LRU, see [`CacheStats`]). Build one
+//!   per process and reuse it: a warm run neither recompiles nor re-links.
 //! * [`RunRequest`]: input, optional fuel override, optional seed, optional
 //!   exact limits (a verifier replays with the limits the claim records).
 //! * [`RunResult`]: the unsigned [`tally_receipt::Claim`], the
@@ -32,6 +34,7 @@
 //!
 //! **Invariant:** this is the only crate that knows wasmtime.
 
+mod budget;
 mod cache;
 mod host;
 mod nn;
@@ -44,6 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use budget::{CacheKind, CacheStats, KindStats};
 pub use nn::ComputeRecord;
 pub use run::{RunRequest, RunResult};
 use tally_manifest::{Limits, ResolvedLimits};
@@ -97,8 +101,11 @@ impl Default for Policy {
     }
 }
 
+/// The default [`SandboxConfig::cache_bytes`]: 2 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
+
 /// How to build a [`Sandbox`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SandboxConfig {
     /// Native code or Pulley. Default: [`Target::Native`].
@@ -126,6 +133,29 @@ pub struct SandboxConfig {
     /// it and the backend has one (ONNX Runtime's CUDA provider). Default:
     /// `false`.
     pub gpu: bool,
+    /// What the sandbox may keep between runs, in bytes: compiled modules,
+    /// graph bytes, loaded graphs, costs and load checks, evicted least
+    /// recently used first (see [`CacheStats`]). It should hold at least
+    /// one package's modules and graphs, or every run reloads them.
+    /// Default: [`DEFAULT_CACHE_BYTES`].
+    pub cache_bytes: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            target: Target::default(),
+            policy: Policy::default(),
+            cache_dir: None,
+            pooling: false,
+            unmetered: false,
+            backend: BackendKind::default(),
+            tract_generic: false,
+            ort: OrtConfig::default(),
+            gpu: false,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
 }
 
 impl SandboxConfig {
@@ -167,6 +197,11 @@ impl SandboxConfig {
     /// Sets [`SandboxConfig::pooling`].
     pub fn pooling(mut self, on: bool) -> Self {
         self.pooling = on;
+        self
+    }
+    /// Sets [`SandboxConfig::cache_bytes`].
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
         self
     }
 }
@@ -224,6 +259,7 @@ pub struct Sandbox {
     ticker_stop: Arc<AtomicBool>,
     nn: Arc<nn::NnShared>,
     backend_info: tally_receipt::BackendInfo,
+    caches: Arc<budget::Caches>,
 }
 
 impl Sandbox {
@@ -236,7 +272,9 @@ impl Sandbox {
         let engine =
             wasmtime::Engine::new(&wconfig).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let profile = profile::engine_info(&engine, config.unmetered);
-        let cache = cache::ModuleCache::new(config.cache_dir.clone(), profile.target);
+        let caches = Arc::new(budget::Caches::new(config.cache_bytes));
+        let cache =
+            cache::ModuleCache::new(config.cache_dir.clone(), profile.target, caches.clone());
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (weak, stop) = (engine.weak(), ticker_stop.clone());
         std::thread::Builder::new()
@@ -278,9 +316,8 @@ impl Sandbox {
         };
         let nn = Arc::new(nn::NnShared {
             backend,
-            costs: portable::BoundedCosts::new(config.cache_dir.as_deref()),
-            loaded: Default::default(),
-            bytes: Default::default(),
+            costs: portable::BoundedCosts::new(config.cache_dir.as_deref(), caches.clone()),
+            caches: caches.clone(),
         });
         Ok(Sandbox {
             engine,
@@ -291,6 +328,7 @@ impl Sandbox {
             ticker_stop,
             nn,
             backend_info,
+            caches,
         })
     }
 
@@ -335,6 +373,33 @@ impl Sandbox {
     /// How many modules were compiled (not found in a cache) so far.
     pub fn compiled_count(&self) -> u64 {
         self.cache.compiled_count()
+    }
+
+    /// What the caches hold now, per kind, against
+    /// [`SandboxConfig::cache_bytes`] (`tally serve` exports it in
+    /// `/metrics`).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.caches.stats()
+    }
+
+    /// The checked package `id`, if this sandbox's caches hold it (a host
+    /// that serves many requests keeps packages here, with
+    /// [`Sandbox::keep_package`], within the same byte budget).
+    pub fn cached_package(&self, id: &tally_digest::Digest) -> Option<Arc<tally_package::Package>> {
+        match self.caches.get(&budget::Key::Package(*id)) {
+            Some(budget::Value::Package(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Keeps a checked package for [`Sandbox::cached_package`], weighed at
+    /// its bytes (one bigger than the whole budget is not kept).
+    pub fn keep_package(&self, package: Arc<tally_package::Package>) {
+        self.caches.insert(
+            budget::Key::Package(package.id()),
+            budget::Value::Package(package),
+            None,
+        );
     }
 }
 

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tally_digest::Digest;
@@ -34,6 +34,7 @@ use tally_nn::{
 use tally_receipt::InferenceCheck;
 use wasmtime::{Caller, Linker};
 
+use crate::budget::{graph_bytes_estimate, Caches, Key, Value};
 use crate::host::{LimitReached, StoreData};
 use crate::profile::{
     NN_FUEL_PER_BYTE, NN_MAX_CONTEXTS, NN_MAX_GRAPHS, NN_MAX_HELD_BYTES, NN_MAX_OUTPUT_BYTES,
@@ -58,27 +59,29 @@ pub(crate) struct GraphSource {
     pub(crate) digest: Digest,
     pub(crate) bytes: Arc<[u8]>,
     pub(crate) target: ExecutionTarget,
+    /// The loaded graph, once this run has it: pinned for the run's
+    /// lifetime, whatever the caches evict meanwhile.
+    pub(crate) loaded: OnceLock<Arc<dyn LoadedGraph>>,
 }
 
-/// What the sandbox shares with every run: the backend, loaded graphs and
-/// the cost model.
+/// What the sandbox shares with every run: the backend, its caches (loaded
+/// graphs, graph bytes; see [`Caches`]) and the cost model.
 pub(crate) struct NnShared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) costs: crate::portable::BoundedCosts,
-    pub(crate) loaded: std::sync::Mutex<BTreeMap<Digest, Arc<dyn LoadedGraph>>>,
-    /// Graph bytes by digest, copied out of a package once, not per run.
-    pub(crate) bytes: std::sync::Mutex<BTreeMap<Digest, Arc<[u8]>>>,
+    pub(crate) caches: Arc<Caches>,
 }
 
 impl NnShared {
-    /// The shared copy of graph `digest`, made from `bytes` on first use.
+    /// The shared copy of graph `digest`, made from `bytes` unless cached.
     pub(crate) fn graph_bytes(&self, digest: &Digest, bytes: &[u8]) -> Arc<[u8]> {
-        self.bytes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(*digest)
-            .or_insert_with(|| Arc::from(bytes))
-            .clone()
+        let key = Key::GraphBytes(*digest);
+        if let Some(Value::GraphBytes(b)) = self.caches.get(&key) {
+            return b;
+        }
+        let b: Arc<[u8]> = Arc::from(bytes);
+        self.caches.insert(key, Value::GraphBytes(b.clone()), None);
+        b
     }
 
     /// Loads `src` ahead of a run (see `Sandbox::prepare`), giving its
@@ -87,22 +90,32 @@ impl NnShared {
         self.load(src, deadline).map(drop)
     }
 
+    /// `src` loaded: pinned by this run, or cached, or loaded now.
     fn load(&self, src: &GraphSource, deadline: Instant) -> Result<Arc<dyn LoadedGraph>, NnError> {
-        if let Some(g) = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&src.digest)
-        {
+        if let Some(g) = src.loaded.get() {
             return Ok(g.clone());
         }
-        guard(|| self.costs.check_load(&src.digest, &src.bytes, deadline))?;
-        let g = guard(|| self.backend.load(&src.bytes, src.target))?;
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(src.digest, g.clone());
-        Ok(g)
+        let key = Key::Graph(src.digest);
+        let g = match self.caches.get(&key) {
+            Some(Value::Graph(g)) => g,
+            _ => {
+                guard(|| self.costs.check_load(&src.digest, &src.bytes, deadline))?;
+                let g = guard(|| self.backend.load(&src.bytes, src.target))?;
+                let weight = graph_bytes_estimate(&*g, src.bytes.len());
+                self.caches
+                    .insert(key, Value::Graph(g.clone()), Some(weight));
+                g
+            }
+        };
+        Ok(src.loaded.get_or_init(|| g).clone())
+    }
+
+    /// Weighs graph `digest` again after it ran (its memory may have
+    /// grown), if the cache holds this very graph.
+    pub(crate) fn reweigh(&self, digest: &Digest, graph: &Arc<dyn LoadedGraph>, bytes: usize) {
+        let weight = graph_bytes_estimate(&**graph, bytes);
+        self.caches
+            .reweigh_graph(&Key::Graph(*digest), graph, weight);
     }
 }
 
@@ -172,6 +185,10 @@ pub(crate) struct NnRun {
     /// The (graph, input signature) pairs this run has computed: a new one
     /// costs [`NN_SIGNATURE_FUEL`].
     signatures: std::collections::HashSet<(Digest, tally_nn::Signature)>,
+    /// Their costs (or deterministic refusals), pinned for the run: the
+    /// shared cache may evict them, and the run must not analyse again
+    /// against its own clock.
+    costs: std::collections::HashMap<(Digest, tally_nn::Signature), Result<u64, String>>,
     /// The run's wall-clock backstop, passed to backends that can stop.
     deadline: Instant,
     /// Per (graph, output): the comparison so far.
@@ -199,6 +216,7 @@ impl NnRun {
             compute_calls: 0,
             recorded_bytes: 0,
             signatures: Default::default(),
+            costs: Default::default(),
             checks: BTreeMap::new(),
         }
     }
@@ -652,14 +670,27 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
         })?;
         caller.data_mut().nn.signatures.insert(key.clone());
     }
-    let cost = {
-        let nn = &caller.data().nn;
-        let src = &nn.graphs[&name];
-        guard(|| {
-            nn.shared
-                .costs
-                .cost(&key.0, &src.bytes, &key.1, nn.deadline)
-        })
+    let pinned = caller.data().nn.costs.get(&key).cloned();
+    let cost = match pinned {
+        Some(c) => c.map_err(NnError::Plan),
+        None => {
+            let nn = &caller.data().nn;
+            let src = &nn.graphs[&name];
+            let cost = guard(|| {
+                nn.shared
+                    .costs
+                    .cost(&key.0, &src.bytes, &key.1, nn.deadline)
+            });
+            let keep = match &cost {
+                Ok(c) => Some(Ok(*c)),
+                Err(NnError::Plan(why)) => Some(Err(why.clone())),
+                Err(_) => None,
+            };
+            if let Some(k) = keep {
+                caller.data_mut().nn.costs.insert(key.clone(), k);
+            }
+            cost
+        }
     };
     let cost = match cost {
         Ok(cost) => cost,
@@ -691,6 +722,11 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
         .collect();
     let computed = guard(|| graph.run_until(&inputs, NN_MAX_OUTPUT_BYTES, deadline));
     caller.data_mut().nn.contexts[slot].inputs = inputs.into_iter().map(Some).collect();
+    {
+        let nn = &caller.data().nn;
+        nn.shared
+            .reweigh(&digest, &graph, nn.graphs[&name].bytes.len());
+    }
     if matches!(computed, Err(NnError::WallTime)) {
         // The run's wall-clock backstop, reached inside inference.
         let what = format!("graph `{name}`");

@@ -13,6 +13,7 @@
 //! ([`NnError::WallTime`]), which native engines cannot offer.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use wasmtime::{
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::WasiCtxBuilder;
 
+use crate::budget::{Caches, Key, Value};
 use crate::host::{SeededStream, VirtualMonotonicClock, VirtualWallClock};
 
 /// An epoch deadline no run reaches: loading, and runs without a deadline.
@@ -191,10 +193,11 @@ impl Backend for PortableBackend {
             compiled: self.compiled()?,
             bytes: bytes.to_vec(),
             instance: Mutex::new(None),
+            resident: AtomicU64::new(0),
         };
         // Load now, so a bad graph fails at load time.
         let inst = graph.instantiate()?;
-        *graph.instance.lock().unwrap_or_else(|p| p.into_inner()) = Some(inst);
+        graph.keep(inst);
         Ok(Arc::new(graph))
     }
 }
@@ -203,6 +206,9 @@ struct PortableGraph {
     compiled: Compiled,
     bytes: Vec<u8>,
     instance: Mutex<Option<PInstance>>,
+    /// The graph's bytes plus its instance's linear memory, as of the last
+    /// time the instance was put back (memory only grows).
+    resident: AtomicU64,
 }
 
 struct PInstance {
@@ -252,6 +258,19 @@ impl PInstance {
 impl PortableGraph {
     fn instantiate(&self) -> Result<PInstance, NnError> {
         instantiate(&self.compiled, &self.bytes, MEMORY_BYTES)
+    }
+
+    /// Keeps `inst` for the next call.
+    fn keep(&self, inst: PInstance) {
+        self.note_resident(&inst);
+        *self.instance.lock().unwrap_or_else(|p| p.into_inner()) = Some(inst);
+    }
+
+    /// Notes what the graph holds with `inst` as its instance.
+    fn note_resident(&self, inst: &PInstance) {
+        let memory = inst.memory.data_size(&inst.store) as u64;
+        self.resident
+            .store(self.bytes.len() as u64 + memory, Ordering::Relaxed);
     }
 }
 
@@ -329,33 +348,27 @@ fn instantiate(c: &Compiled, bytes: &[u8], memory_bytes: usize) -> Result<PInsta
 /// a few hundred bytes of ONNX can describe gigabytes of constants.
 pub const ANALYSIS_MEMORY_BYTES: usize = 1 << 30;
 
-/// Distinct (graph, signature) costs remembered; beyond, the cache starts
-/// over (costs are pure functions, so this changes speed, never results).
-const MAX_CACHED_COSTS: usize = 4096;
-
 /// The static cost of inference calls, computed by tract *inside the
 /// portable engine*, whatever backend runs the call: the same source as
 /// the native `tally_nn::CostModel` (so the same numbers), but its memory
 /// is capped at [`ANALYSIS_MEMORY_BYTES`] and it stops at the run's
 /// deadline, so a hostile graph cannot make the host fold constants
 /// without bound before it has paid any fuel. Each analysis gets a fresh
-/// instance, dropped after it: nothing stays resident but the cached cost.
+/// instance, dropped after it: nothing stays resident but the cached cost
+/// (costs, deterministic refusals and load checks live in the sandbox's
+/// byte budget, [`Caches`]).
 pub(crate) struct BoundedCosts {
     cache_dir: Option<PathBuf>,
     digest: Digest,
-    /// Costs, and deterministic refusals.
-    costs: Mutex<std::collections::HashMap<(Digest, Signature), Result<u64, String>>>,
-    /// Graphs checked at load: accepted, or refused and why.
-    folded: Mutex<std::collections::HashMap<Digest, Result<(), String>>>,
+    caches: Arc<Caches>,
 }
 
 impl BoundedCosts {
-    pub(crate) fn new(cache_dir: Option<&Path>) -> Self {
+    pub(crate) fn new(cache_dir: Option<&Path>, caches: Arc<Caches>) -> Self {
         BoundedCosts {
             cache_dir: cache_dir.map(Path::to_path_buf),
             digest: Digest::of(tally_portable_module::WASM),
-            costs: Default::default(),
-            folded: Default::default(),
+            caches,
         }
     }
 
@@ -371,14 +384,8 @@ impl BoundedCosts {
         sig: &Signature,
         deadline: Instant,
     ) -> Result<u64, NnError> {
-        let key = (*digest, sig.clone());
-        let known = self
-            .costs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        if let Some(c) = known {
+        let key = Key::Cost(*digest, sig.clone());
+        if let Some(Value::Cost(c)) = self.caches.get(&key) {
             return c.map_err(NnError::Plan);
         }
         let cost = self.analyse(bytes, sig, deadline);
@@ -388,11 +395,7 @@ impl BoundedCosts {
             // The deadline and host faults are not the graph's doing.
             Err(_) => return cost,
         };
-        let mut costs = self.costs.lock().unwrap_or_else(|p| p.into_inner());
-        if costs.len() >= MAX_CACHED_COSTS {
-            costs.clear();
-        }
-        costs.insert(key, remembered);
+        self.caches.insert(key, Value::Cost(remembered), None);
         cost
     }
 
@@ -432,13 +435,8 @@ impl BoundedCosts {
         bytes: &[u8],
         deadline: Instant,
     ) -> Result<(), NnError> {
-        let known = self
-            .folded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(digest)
-            .cloned();
-        if let Some(r) = known {
+        let key = Key::LoadCheck(*digest);
+        if let Some(Value::LoadCheck(r)) = self.caches.get(&key) {
             return r.map_err(NnError::Plan);
         }
         let checked = self.fold(bytes, deadline);
@@ -447,10 +445,7 @@ impl BoundedCosts {
             Err(NnError::Plan(why)) => Err(why.clone()),
             Err(_) => return checked,
         };
-        self.folded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*digest, remembered);
+        self.caches.insert(key, Value::LoadCheck(remembered), None);
         checked
     }
 
@@ -505,6 +500,10 @@ impl LoadedGraph for PortableGraph {
     ) -> Result<Vec<Tensor>, NnError> {
         self.run_ticks(inputs, max_output_bytes, ticks_until(deadline))
     }
+
+    fn resident_bytes(&self) -> Option<u64> {
+        Some(self.resident.load(Ordering::Relaxed))
+    }
 }
 
 impl PortableGraph {
@@ -537,6 +536,7 @@ impl PortableGraph {
             .map_err(werr)?;
         let result = inst.result()?;
         // Only a healthy instance goes back; a trapped one was dropped above.
+        self.note_resident(&inst);
         *slot = Some(inst);
         if status != 0 {
             return Err(NnError::Run(String::from_utf8_lossy(&result).into_owned()));

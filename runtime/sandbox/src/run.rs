@@ -1,7 +1,7 @@
 //! Running a package's pipeline and building its claim.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tally_digest::Digest;
@@ -16,6 +16,7 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
+use crate::cache::Compiled;
 use crate::host::{
     self, Limiter, Recorder, SeededStream, StoreData, VirtualMonotonicClock, VirtualWallClock,
 };
@@ -141,18 +142,25 @@ impl Sandbox {
     /// (for the portable backend, compiling the engine too). Failures are
     /// left for the run to meet, where they become outcomes and errnos.
     /// Plans for new input shapes are still built inside `compute`.
+    ///
+    /// What it prepares is pinned for the run (the compiled modules
+    /// returned, the graphs in their sources), so the caches' evictions
+    /// cannot make the run redo it against its own clock.
     fn prepare(
         &self,
         package: &Package,
         limits: &ResolvedLimits,
         graphs: &BTreeMap<String, GraphSource>,
-    ) {
+    ) -> BTreeMap<Digest, Arc<Compiled>> {
         let manifest = package.manifest();
+        let mut modules = BTreeMap::new();
         for stage in &manifest.stages {
             let module = &manifest.modules[&stage.module];
             if let Some(bytes) = package.blob(&module.digest) {
                 if bytes.len() as u64 <= limits.module_bytes {
-                    let _ = self.cache.get(&self.base, &module.digest, bytes);
+                    if let Ok(c) = self.cache.get(&self.base, &module.digest, bytes) {
+                        modules.insert(module.digest, c);
+                    }
                 }
             }
         }
@@ -162,6 +170,7 @@ impl Sandbox {
         for src in graphs.values() {
             let _ = self.nn.preload(src, deadline);
         }
+        modules
     }
 
     /// Replays the run `claim` describes: same seed, same limits. When the
@@ -255,11 +264,12 @@ impl Sandbox {
                     digest: g.file.digest,
                     bytes: self.nn.graph_bytes(&g.file.digest, bytes),
                     target,
+                    loaded: OnceLock::new(),
                 };
                 (name.clone(), src)
             })
             .collect();
-        self.prepare(package, &limits, &graphs);
+        let prepared = self.prepare(package, &limits, &graphs);
         // The run's clock starts only now: one-time host work is never
         // charged to a guest's wall time.
         let started = Instant::now();
@@ -299,6 +309,8 @@ impl Sandbox {
                     stage: stage.name.clone(),
                     limit: "module_bytes".into(),
                 })
+            } else if let Some(c) = prepared.get(&module.digest) {
+                Ok(c.clone())
             } else {
                 self.cache
                     .get(&self.base, &module.digest, bytes)
@@ -545,7 +557,9 @@ impl Sandbox {
             };
             // Each file is written once per run (by digest, read-only) and
             // each stage's view links to it: many stages granted one large
-            // file cost one copy, not one per stage.
+            // file cost one copy, not one per stage. Not shared across runs:
+            // a file's link count is visible to the guest (`fd_filestat_get`),
+            // and within one run it follows from the manifest alone.
             let dir = views.path().join(format!("stage-{index}"));
             for path in &stage.read {
                 let file = package

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -15,9 +15,10 @@ use base64::Engine as _;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tally_digest::Digest;
+use tally_host::VerifyError;
 use tally_package::Package;
-use tally_receipt::{Metadata, Receipt, Transcript, Verdict};
-use tally_sandbox::RunRequest;
+use tally_receipt::{Receipt, Transcript, Verdict};
+use tally_sandbox::{RunRequest, SandboxError};
 
 use crate::metrics::{ResultLabel, RunLabels};
 use crate::{ApiError, AppState};
@@ -235,14 +236,12 @@ async fn list_packages(State(s): AppS) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(serde_json::json!({ "packages": list })))
 }
 
-/// How many checked packages the service keeps in memory.
-const CACHED_PACKAGES: usize = 64;
-
-/// Package `id`, checked: from memory, or loaded (and re-verified) from the
-/// store once. Packages are immutable, so a cached one never goes stale.
+/// Package `id`, checked: from the sandbox's caches (within its byte
+/// budget), or loaded (and re-verified) from the store. Packages are
+/// immutable, so a cached one never goes stale.
 async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Arc<Package>> {
-    if let Some(p) = s.packages.lock().unwrap().get(&id) {
-        return Ok(p.clone());
+    if let Some(p) = s.sandbox.cached_package(&id) {
+        return Ok(p);
     }
     let st = s.clone();
     let package = blocking(move || {
@@ -256,11 +255,7 @@ async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Arc<Package>> 
     })
     .await?;
     let package = Arc::new(package);
-    let mut cache = s.packages.lock().unwrap();
-    if cache.len() >= CACHED_PACKAGES {
-        cache.clear();
-    }
-    cache.insert(id, package.clone());
+    s.sandbox.keep_package(package.clone());
     Ok(package)
 }
 
@@ -433,8 +428,8 @@ fn rand_bytes() -> [u8; 16] {
     b
 }
 
-/// Runs, seals and stores: the receipt, transcript and output are durable
-/// before this returns.
+/// Runs, seals and stores ([`tally_host::Host::run_and_seal`]): the
+/// receipt, transcript and output are durable before this returns.
 fn execute_run(
     s: &AppState,
     run_id: &str,
@@ -443,37 +438,25 @@ fn execute_run(
     fuel: Option<u64>,
     seed: Option<Digest>,
 ) -> ApiResult<Arc<RunReport>> {
-    let started = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let result = s
-        .sandbox
-        .run(package, &RunRequest::new(input).fuel(fuel).seed(seed))
+    let sealed = s
+        .host
+        .run_and_seal(package, &RunRequest::new(input).fuel(fuel).seed(seed))
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "run_refused",
-                e.to_string(),
-            )
+            if e.is_request_error() {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "run_refused",
+                    e.to_string(),
+                )
+            } else {
+                ApiError::internal(e)
+            }
         })?;
-    let metadata = Metadata {
-        note: "metadata is not covered by the seal".into(),
-        host: "tally serve".into(),
-        started_at_unix: started,
-        wall_time_ms: result.wall_time.as_millis() as u64,
-        target: s.sandbox.config().target.name().into(),
-    };
-    let receipt = Receipt::seal(result.claim.clone(), &s.key, metadata);
-    s.store.put_blob(&result.output)?;
-    let computes: Vec<&[u8]> = result
-        .computes
-        .iter()
-        .map(|c| c.encoded.as_slice())
-        .collect();
-    s.store
-        .put_receipt(&receipt, &result.transcript, &computes)?;
-    let outcome = result.claim.outcome.clone();
+    if let Some(Err(e)) = sealed.stored {
+        return Err(ApiError::internal(e));
+    }
+    let claim = &sealed.receipt.claim;
+    let outcome = claim.outcome.clone();
     let kind = serde_json::to_value(&outcome)
         .ok()
         .and_then(|v| v["kind"].as_str().map(String::from));
@@ -484,14 +467,14 @@ fn execute_run(
             backend: s.sandbox.backend_info().kind.clone(),
         })
         .inc();
-    s.metrics.fuel.inc_by(result.claim.fuel_consumed);
+    s.metrics.fuel.inc_by(claim.fuel_consumed);
     Ok(Arc::new(RunReport {
         run_id: run_id.to_string(),
         state: "done",
-        claim_digest: receipt.seal.claim_digest,
+        claim_digest: sealed.receipt.seal.claim_digest,
         outcome,
-        output: B64.encode(&result.output),
-        receipt,
+        output: B64.encode(&sealed.output),
+        receipt: sealed.receipt,
     }))
 }
 
@@ -571,12 +554,39 @@ struct VerifyBody {
     backend: Option<String>,
 }
 
+/// What a verify request brings: the package (loaded by id), and maybe the
+/// transcript.
+struct RequestSources {
+    package: Arc<Package>,
+    transcript: Option<String>,
+}
+
+impl tally_host::Sources for RequestSources {
+    fn package(&self, id: &Digest) -> Result<Arc<Package>, tally_host::SourceError> {
+        match self.package.id() == *id {
+            true => Ok(self.package.clone()),
+            false => Err(tally_host::SourceError::NotFound(format!("package {id}"))),
+        }
+    }
+    fn transcript(&self, receipt: &Receipt) -> Result<Transcript, tally_host::SourceError> {
+        match &self.transcript {
+            Some(text) => Transcript::from_jsonl(text, &receipt.claim.transcript_root)
+                .map_err(|e| tally_host::SourceError::Invalid(e.to_string())),
+            None => Err(tally_host::SourceError::NotFound(
+                "no transcript in the request".into(),
+            )),
+        }
+    }
+}
+
 async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Verdict>> {
     let req: VerifyBody = json_body(body)?;
     check_backend(&s, &req.backend)?;
     let unprocessable = |code, m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, m);
     let receipt = Receipt::from_json(&req.receipt.to_string())
         .map_err(|e| ApiError::bad_request("bad_receipt", e.to_string()))?;
+    // The cheap checks first, with their own codes, before any package is
+    // loaded or any work admitted; `tally_host::verify` makes them again.
     receipt
         .check_seal(&[])
         .map_err(|e| unprocessable("bad_seal", e.to_string()))?;
@@ -584,23 +594,22 @@ async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResul
     if !claim.outcome.is_deterministic() {
         return Err(unprocessable(
             "not_replayable",
-            format!(
-                "the receipt records a non-deterministic outcome ({})",
-                claim.outcome
-            ),
+            VerifyError::NotReplayable(claim.outcome.to_string()).to_string(),
         ));
     }
     let input = decode_input(&req.input)?;
     if Digest::of(&input) != claim.input {
         return Err(unprocessable(
             "input_mismatch",
-            format!(
-                "the input has digest {}, but the receipt is about input {}",
-                Digest::of(&input),
-                claim.input
-            ),
+            VerifyError::InputMismatch {
+                expected: claim.input,
+                found: Digest::of(&input),
+            }
+            .to_string(),
         ));
     }
+    // The package is checked before admission: an unknown one is a 404,
+    // not a queued replay.
     let package = load_package(&s, claim.package_id).await?;
     let _admission = admit(&s)?;
     let _permit = s
@@ -610,35 +619,25 @@ async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResul
         .expect("the semaphore is never closed");
     let st = s.clone();
     let verdict = blocking(move || {
-        let original = match &req.transcript {
-            Some(text) => {
-                Transcript::from_jsonl(text, &claim.transcript_root).map_err(|e| e.to_string())
-            }
-            None => st
-                .store
-                .get_transcript(&claim.transcript_root)
-                .map_err(|e| e.to_string()),
+        let sources = RequestSources {
+            package,
+            transcript: req.transcript,
         };
-        // A replay on another backend needs the recorded inference outputs.
-        let recorded = match &original {
-            Ok(t) if claim.backend != *st.sandbox.backend_info() => st
-                .store
-                .get_computes(t)
-                .ok()
-                .and_then(|c| tally_receipt::RecordedComputes::new(t, c).ok()),
-            _ => None,
-        };
-        let replay = st
-            .sandbox
-            .replay(&package, &claim, &input, recorded.as_ref())
-            .map_err(|e| unprocessable("replay_refused", e.to_string()))?;
-        Ok(Verdict::new(
+        let store = tally_host::StoreSources(&st.store);
+        tally_host::verify(
+            &st.sandbox,
             &receipt,
-            &replay.claim,
-            &replay.transcript,
-            replay.inference,
-            || original,
-        ))
+            &[],
+            &input,
+            &tally_host::FirstOf(vec![&sources, &store]),
+        )
+        .map_err(|e| match e {
+            VerifyError::Replay(SandboxError::PolicyForbids { .. }) => {
+                unprocessable("replay_refused", e.to_string())
+            }
+            e if e.is_request_error() => unprocessable("not_verifiable", e.to_string()),
+            e => ApiError::internal(e),
+        })
     })
     .await?;
     let label = if verdict.verified {

@@ -59,6 +59,11 @@ pub struct ServerConfig {
     /// Compile the inference backend in the background at start. Default:
     /// `true`. Runs never pay for it in wall time either way.
     pub warm_up: bool,
+    /// What the host keeps in memory between requests (checked packages,
+    /// compiled modules, loaded graphs, costs), in bytes, evicted least
+    /// recently used first; exported in `/metrics` as `tally_cache_*`.
+    /// Default: [`tally_sandbox::DEFAULT_CACHE_BYTES`] (2 GiB).
+    pub cache_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
             max_request_bytes: 64 << 20,
             backend: tally_sandbox::BackendKind::Portable,
             warm_up: true,
+            cache_bytes: tally_sandbox::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -102,6 +108,8 @@ pub struct ConfigFile {
     pub backend: Option<String>,
     /// `warm_up = false` is `--no-warm-up`.
     pub warm_up: Option<bool>,
+    /// `--cache-mib`.
+    pub cache_mib: Option<u64>,
 }
 
 /// Reads a publisher allowlist: one hex public key per line; `#` comments
@@ -126,15 +134,13 @@ pub struct AppState {
     pub(crate) config: ServerConfig,
     pub(crate) store: Arc<Store>,
     pub(crate) sandbox: Arc<Sandbox>,
-    pub(crate) key: SigningKey,
+    /// Runs and seals into the store (`tally_host`).
+    pub(crate) host: tally_host::Host,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) workers: tokio::sync::Semaphore,
     /// Runs and verifications queued or running.
     pub(crate) inflight: AtomicUsize,
     pub(crate) runs: Mutex<api::RunTable>,
-    /// Checked packages by id (see `api::load_package`).
-    pub(crate) packages:
-        Mutex<std::collections::HashMap<tally_digest::Digest, Arc<tally_package::Package>>>,
 }
 
 /// A host-side start-up failure.
@@ -160,18 +166,20 @@ impl AppState {
             SandboxConfig::default()
                 .pooling(true)
                 .cache_dir(config.store.join("cache"))
+                .cache_bytes(config.cache_bytes)
                 .backend(config.backend),
         )?;
+        let sandbox = Arc::new(sandbox);
         Ok(Arc::new(AppState {
             workers: tokio::sync::Semaphore::new(config.workers.max(1)),
             config,
+            metrics: metrics::Metrics::with_caches(sandbox.clone()),
+            host: tally_host::Host::new(sandbox.clone(), key, "tally serve")
+                .with_store(store.clone()),
             store,
-            sandbox: Arc::new(sandbox),
-            key,
-            metrics: metrics::Metrics::new(),
+            sandbox,
             inflight: AtomicUsize::new(0),
             runs: Mutex::new(api::RunTable::default()),
-            packages: Mutex::new(Default::default()),
         }))
     }
 

@@ -187,6 +187,21 @@ async fn upload_list_fetch_run_receipt_verify_metrics() {
         metrics.contains("tally_verifications_total{result=\"verified\"} 1"),
         "{metrics}"
     );
+    // What the host keeps between requests, against its budget: the
+    // package (kept by the run, found again by the verification) and its
+    // compiled module.
+    let gauge = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(gauge("tally_cache_budget_bytes "), 2 << 30);
+    assert_eq!(gauge("tally_cache_entries{cache=\"packages\"}"), 1);
+    assert!(gauge("tally_cache_bytes{cache=\"modules\"}") > 0);
+    assert!(gauge("tally_cache_hits_total{cache=\"packages\"}") >= 1);
+    assert_eq!(gauge("tally_cache_evictions_total{cache=\"graphs\"}"), 0);
     let (status, health) = s.get("/healthz").await;
     assert_eq!((status, health.contains("ok")), (200, true));
     let (_, openapi) = s.get("/v1/openapi.json").await;

@@ -4,24 +4,9 @@
 //! contexts. Prints each errno (or count), one
 //! per line as `case errno`; the host must answer every call and live.
 
-#[link(wasm_import_module = "wasi_ephemeral_nn")]
-extern "C" {
-    fn load(builders: i32, count: i32, encoding: i32, target: i32, out: i32) -> i32;
-    fn load_by_name(name: i32, len: i32, out: i32) -> i32;
-    fn init_execution_context(graph: i32, out: i32) -> i32;
-    fn set_input(ctx: i32, index: i32, tensor: i32) -> i32;
-    fn compute(ctx: i32) -> i32;
-    fn get_output(ctx: i32, index: i32, out: i32, max: i32, written: i32) -> i32;
-}
-
-#[repr(C)]
-struct RawTensor {
-    dims: *const u32,
-    rank: u32,
-    ty: u8,
-    data: *const u8,
-    len: u32,
-}
+use tally_test_programs::nn::{
+    compute, get_output, init_execution_context, load, load_by_name, set_input, RawTensor,
+};
 
 fn main() {
     let mut out = String::new();

@@ -7,23 +7,9 @@
 //! A probe for the host's inference bounds (costs, wall time, tensor bytes)
 //! with hand-built graphs.
 
-#[link(wasm_import_module = "wasi_ephemeral_nn")]
-extern "C" {
-    fn load_by_name(name: i32, len: i32, out: i32) -> i32;
-    fn init_execution_context(graph: i32, out: i32) -> i32;
-    fn set_input(ctx: i32, index: i32, tensor: i32) -> i32;
-    fn compute(ctx: i32) -> i32;
-    fn get_output(ctx: i32, index: i32, out: i32, max: i32, written: i32) -> i32;
-}
-
-#[repr(C)]
-struct RawTensor {
-    dims: *const u32,
-    rank: u32,
-    ty: u8,
-    data: *const u8,
-    len: u32,
-}
+use tally_test_programs::nn::{
+    compute, f32_tensor, get_output, init_execution_context, load_by_name, set_input,
+};
 
 fn check(errno: i32) {
     if errno != 0 {
@@ -49,13 +35,7 @@ fn main() {
             name.len() as i32,
             &mut graph as *mut u32 as i32,
         ));
-        let t = RawTensor {
-            dims: dims.as_ptr(),
-            rank: dims.len() as u32,
-            ty: 1,
-            data: data.as_ptr(),
-            len: data.len() as u32,
-        };
+        let t = f32_tensor(&dims, &data);
         let mut first = None;
         for _ in 0..contexts {
             check(init_execution_context(

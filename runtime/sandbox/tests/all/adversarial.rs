@@ -307,7 +307,8 @@ fn many_stages_granted_one_file_share_one_copy() {
             "args = [\"/pkg/data/big.bin\"]\nread = [\"data/big.bin\"]",
         );
     }
-    let r = run(&pkg.build(), b"");
+    let pkg = pkg.build();
+    let r = run(&pkg, b"");
     assert_eq!(r.claim.outcome, Outcome::Ok, "{:?}", r.stderr);
     assert_eq!(r.output.len(), 1 << 20);
 }

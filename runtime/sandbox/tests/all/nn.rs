@@ -9,7 +9,9 @@ use tally_nn::{decode_tensors, encode_tensors, ElemType, Tensor};
 use tally_package::Package;
 use tally_receipt::{HostCall, Outcome, RecordedComputes, Transcript, NN_COMPUTE};
 use tally_sandbox::profile::{NN_MAX_CONTEXTS, NN_MAX_GRAPHS};
-use tally_sandbox::{BackendKind, OrtConfig, RunRequest, RunResult, Sandbox, SandboxConfig};
+use tally_sandbox::{
+    BackendKind, CacheKind, OrtConfig, RunRequest, RunResult, Sandbox, SandboxConfig,
+};
 use tally_test_artifacts::pkg::{asset, assets_dir, Pkg};
 
 use crate::util::{assert_limit, text};
@@ -803,5 +805,136 @@ fn new_input_shapes_are_paid_for_whether_or_not_the_host_has_analysed_them() {
             .unwrap_or_default()
             .contains("new input shapes"),
         "{refused:?}"
+    );
+}
+
+#[test]
+fn caches_stay_within_their_byte_budget_and_evictions_change_no_claim() {
+    // Each distinct graph used to stay resident for the life of the process
+    // (a portable graph with its whole instance memory). Now everything
+    // the sandbox keeps is in one byte budget, least recently used first:
+    // a host cycling through packages stays within it, and a run on a
+    // host that evicted everything seals the same claim as on one that
+    // evicted nothing.
+    let packages: Vec<(Package, Vec<u8>)> = [(8, 8), (8, 16), (16, 8), (16, 16)]
+        .into_iter()
+        .map(|(input, hidden)| {
+            let graph = tally_test_artifacts::onnx::lstm(input, hidden);
+            let pkg = nn_run_package(graph, "", &["g", "4", "1", &input.to_string()]);
+            (pkg, f32_zeros(4 * input as usize))
+        })
+        .collect();
+    let roomy = Sandbox::new(SandboxConfig::default()).unwrap();
+    let want: Vec<_> = packages
+        .iter()
+        .map(|(p, input)| roomy.run(p, &RunRequest::new(input)).unwrap().claim)
+        .collect();
+    let one = roomy.cache_stats().total_bytes() / packages.len() as u64;
+    assert_eq!(roomy.cache_stats().kind(CacheKind::Graphs).evictions, 0);
+
+    // Room for about two packages' modules, graphs and costs.
+    let budget = 2 * one + one / 2;
+    let tight = Sandbox::new(SandboxConfig::default().cache_bytes(budget)).unwrap();
+    // Each package twice in a row (the second run finds its graph warm),
+    // then the cycle again (by then evicted: loaded afresh).
+    for round in 0..4 {
+        for ((p, input), want) in packages.iter().zip(&want).flat_map(|x| [x, x]) {
+            if round % 2 == 1 {
+                continue;
+            }
+            let got = tight.run(p, &RunRequest::new(input)).unwrap().claim;
+            assert_eq!(&got, want, "round {round}");
+            let stats = tight.cache_stats();
+            assert!(
+                stats.total_bytes() <= budget,
+                "{} bytes held, budget {budget}: {stats:?}",
+                stats.total_bytes()
+            );
+        }
+    }
+    let stats = tight.cache_stats();
+    assert!(stats.kind(CacheKind::Graphs).evictions > 0, "{stats:?}");
+    let graphs = stats.kind(CacheKind::Graphs);
+    assert!(graphs.entries < packages.len() as u64);
+    assert!(graphs.hits >= packages.len() as u64, "{graphs:?}");
+    // A portable graph is weighed with its instance's memory (megabytes),
+    // not its few kilobytes of ONNX.
+    assert!(graphs.bytes / graphs.entries > 1 << 20, "{graphs:?}");
+}
+
+/// Programs the wasi-nn ABI fuzz harness runs per backend.
+const FUZZ_PROGRAMS: u32 = 64;
+
+/// The wasi-nn ABI fuzz harness: every call is answered, every run replays
+/// to the same claim, and the backends agree.
+#[test]
+pub fn nn_fuzz() {
+    // The `nn-fuzz` guest turns bytes into raw wasi-nn calls with made-up
+    // handles, pointers anywhere (its own memory included), lying lengths,
+    // any rank, dimensions and type. For generated programs: the host
+    // never fails (no `Err`, no `aborted`), a replay seals the same claim,
+    // and the backends agree on everything the guest saw.
+    let pkg = Pkg::new()
+        .limit("fuel = 5_000_000_000\nwall_time_ms = 120_000")
+        .graph("g", "g.onnx", tally_test_artifacts::onnx::identity(), "")
+        .graph("h", "h.onnx", tally_test_artifacts::onnx::lstm(4, 4), "")
+        .guest_stage("nn-fuzz", "graphs = [\"g\", \"h\"]")
+        .build();
+    let backends = [BackendKind::Portable, BackendKind::Tract];
+    let sandboxes: Vec<Sandbox> = backends.into_iter().map(sandbox).collect();
+    let (mut answered, mut computed, mut read) = (0, 0, 0);
+    for i in 0..FUZZ_PROGRAMS {
+        let mut program = vec![0u8; 64 + (i as usize * 97) % 1024];
+        let mut xof = blake3::Hasher::new();
+        xof.update(b"tally nn-fuzz program")
+            .update(&i.to_le_bytes());
+        xof.finalize_xof().fill(&mut program);
+        let runs: Vec<RunResult> = sandboxes
+            .iter()
+            .map(|sb| {
+                let r = sb
+                    .run(&pkg, &RunRequest::new(&program))
+                    .unwrap_or_else(|e| panic!("program {i}: the host failed: {e}"));
+                assert!(
+                    !matches!(r.claim.outcome, Outcome::Aborted { .. }),
+                    "program {i}: {:?} {:?}",
+                    r.claim.outcome,
+                    r.stderr
+                );
+                let again = sb.replay(&pkg, &r.claim, &program, None).unwrap();
+                assert_eq!(again.claim, r.claim, "program {i}: the replay differs");
+                r
+            })
+            .collect();
+        let seen = |r: &RunResult| {
+            let c = &r.claim;
+            (
+                c.output,
+                c.fuel_consumed,
+                c.outcome.clone(),
+                c.stages.clone(),
+            )
+        };
+        assert_eq!(
+            seen(&runs[0]),
+            seen(&runs[1]),
+            "program {i}: backends disagree\n{}\n{}",
+            text(&runs[0]),
+            text(&runs[1])
+        );
+        let calls = text(&runs[0]);
+        answered += calls.lines().count();
+        computed += calls.lines().filter(|l| *l == "3 0").count();
+        read += calls.lines().filter(|l| *l == "4 0").count();
+    }
+    // The programs reach deep enough to matter: calls get answered, and
+    // some computes and outputs succeed.
+    assert!(
+        answered > FUZZ_PROGRAMS as usize * 20,
+        "{answered} calls answered"
+    );
+    assert!(
+        computed >= 10 && read >= 3,
+        "{computed} computes, {read} outputs"
     );
 }
