@@ -86,6 +86,28 @@ pub unsafe extern "C" fn tally_load(ptr: *const u8, len: u32) -> i32 {
     }
 }
 
+/// Applies `f` to graph `handle`.
+fn with_model<T>(handle: i32, f: impl FnOnce(&mut Model) -> Result<T, String>) -> Result<T, String> {
+    MODELS.with(|ms| {
+        let mut ms = ms.borrow_mut();
+        let model = ms
+            .get_mut(handle as usize)
+            .ok_or_else(|| format!("no graph with handle {handle}"))?;
+        f(model)
+    })
+}
+
+/// The status an entry point returns: `0` with `ok`'s bytes as the result,
+/// or `1` with the error message.
+fn answer(outcome: Result<Vec<u8>, String>) -> i32 {
+    let (status, result) = match outcome {
+        Ok(bytes) => (0, bytes),
+        Err(e) => (1, e.into_bytes()),
+    };
+    set_result(result);
+    status
+}
+
 /// Runs graph `handle` on the encoded input tensors.
 ///
 /// # Safety
@@ -100,26 +122,13 @@ pub unsafe extern "C" fn tally_run(
     let max = max_output_bytes as usize;
     // SAFETY: per the contract above.
     let input = unsafe { bytes(ptr, len) };
-    let outcome = MODELS.with(|ms| {
-        let mut ms = ms.borrow_mut();
-        let model = ms
-            .get_mut(handle as usize)
-            .ok_or_else(|| format!("no graph with handle {handle}"))?;
+    answer(with_model(handle, |model| {
         let inputs = decode_tensors(input, max).map_err(|e| e.to_string())?;
         let sig = inputs.iter().map(|t| (t.ty(), t.dims().to_vec())).collect();
         let plan = model.plan(&sig).map_err(|e| e.to_string())?;
-        plan.run(&inputs, max).map_err(|e| e.to_string())
-    });
-    match outcome {
-        Ok(outputs) => {
-            set_result(encode_tensors(&outputs));
-            0
-        }
-        Err(e) => {
-            set_result(e.into_bytes());
-            1
-        }
-    }
+        let outputs = plan.run(&inputs, max).map_err(|e| e.to_string())?;
+        Ok(encode_tensors(&outputs))
+    }))
 }
 
 /// The static cost of graph `handle` for an encoded input signature.
@@ -130,43 +139,20 @@ pub unsafe extern "C" fn tally_run(
 pub unsafe extern "C" fn tally_cost(handle: i32, ptr: *const u8, len: u32) -> i32 {
     // SAFETY: per the contract above.
     let input = unsafe { bytes(ptr, len) };
-    let outcome = MODELS.with(|ms| {
-        let mut ms = ms.borrow_mut();
-        let model = ms
-            .get_mut(handle as usize)
-            .ok_or_else(|| format!("no graph with handle {handle}"))?;
+    answer(with_model(handle, |model| {
         let sig = decode_signature(input).map_err(|e| e.to_string())?;
-        model.cost(&sig).map_err(|e| e.to_string())
-    });
-    match outcome {
-        Ok(cost) => {
-            set_result(cost.to_le_bytes().to_vec());
-            0
-        }
-        Err(e) => {
-            set_result(e.into_bytes());
-            1
-        }
-    }
+        let cost = model.cost(&sig).map_err(|e| e.to_string())?;
+        Ok(cost.to_le_bytes().to_vec())
+    }))
 }
 
 /// Folds the constants of graph `handle` (see the crate docs).
 #[no_mangle]
 pub extern "C" fn tally_fold(handle: i32) -> i32 {
-    let outcome = MODELS.with(|ms| {
-        let ms = ms.borrow();
-        let model = ms
-            .get(handle as usize)
-            .ok_or_else(|| format!("no graph with handle {handle}"))?;
-        model.fold_constants().map_err(|e| e.to_string())
-    });
-    match outcome {
-        Ok(()) => 0,
-        Err(e) => {
-            set_result(e.into_bytes());
-            1
-        }
-    }
+    answer(with_model(handle, |model| {
+        model.fold_constants().map_err(|e| e.to_string())?;
+        Ok(Vec::new())
+    }))
 }
 
 /// Address of the last result.

@@ -540,6 +540,12 @@ impl Model {
         Ok(cost)
     }
 
+    /// How many plans are kept now (each holds the graph's weights as
+    /// prepared for its kernels).
+    pub fn plan_count(&self) -> usize {
+        self.plans.len()
+    }
+
     /// The plan for inputs of this signature, built on first use. At most
     /// `max_plans` are kept: a new one replaces the least recently used
     /// (plans are pure functions of graph and signature, so which ones are

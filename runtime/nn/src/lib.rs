@@ -117,10 +117,9 @@ pub trait LoadedGraph: Send + Sync {
         self.run(inputs, max_output_bytes)
     }
 
-    /// Bytes of host memory the loaded graph holds between runs, where the
-    /// backend can measure it. Default: `None` (a native library owns the
-    /// memory; the host estimates it from the graph's size).
-    fn resident_bytes(&self) -> Option<u64> {
-        None
-    }
+    /// Bytes of host memory the loaded graph holds between runs: measured
+    /// where the backend can (the portable engine's linear memory),
+    /// estimated where a native library owns it. A host's cache budget
+    /// weighs the graph at this.
+    fn resident_bytes(&self) -> u64;
 }

@@ -1,8 +1,7 @@
 //! ONNX Runtime, through `ort` with `load-dynamic`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use ort::session::builder::GraphOptimizationLevel;
@@ -112,11 +111,80 @@ impl Backend for OrtBackend {
                 .map_err(err)?;
         }
         let session = builder.commit_from_memory(bytes).map_err(err)?;
-        Ok(Arc::new(OrtGraph(Mutex::new(session))))
+        Ok(Arc::new(OrtGraph {
+            session: Mutex::new(session),
+            bytes: bytes.len() as u64,
+            watch: Arc::default(),
+            watchdog: OnceLock::new(),
+        }))
     }
 }
 
-struct OrtGraph(Mutex<Session>);
+/// A session, run one call at a time, and the watchdog that stops a call
+/// at its deadline.
+struct OrtGraph {
+    session: Mutex<Session>,
+    /// The graph's size in bytes.
+    bytes: u64,
+    watch: Arc<Watch>,
+    /// Started by the first call with a deadline; lives as long as the
+    /// graph (a thread per call would cost more than a small graph's run).
+    watchdog: OnceLock<()>,
+}
+
+/// What the watchdog watches: the running call's deadline and options.
+#[derive(Default)]
+struct Watch {
+    state: Mutex<WatchState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct WatchState {
+    /// The call running now, if it has a deadline.
+    armed: Option<(Instant, Arc<RunOptions>)>,
+    /// Whether the watchdog terminated it.
+    fired: bool,
+    /// The graph is gone: the watchdog ends.
+    closed: bool,
+}
+
+impl Watch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The watchdog's loop: sleeps until the armed deadline (or a change),
+    /// and terminates the armed call when it passes.
+    fn watch(&self) {
+        let mut s = self.lock();
+        while !s.closed {
+            s = match &s.armed {
+                None => self.wake.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some((deadline, options)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        let _ = options.terminate();
+                        s.armed = None;
+                        s.fired = true;
+                        continue;
+                    }
+                    self.wake
+                        .wait_timeout(s, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl Drop for OrtGraph {
+    fn drop(&mut self) {
+        self.watch.lock().closed = true;
+        self.watch.wake.notify_all();
+    }
+}
 
 fn to_ort(t: &Tensor) -> Result<DynValue, NnError> {
     let shape: Vec<i64> = t.dims().iter().map(|&d| d as i64).collect();
@@ -187,7 +255,7 @@ impl LoadedGraph for OrtGraph {
     }
 
     /// Stops ONNX Runtime at `deadline` with `RunOptions::terminate`, from
-    /// a watchdog thread that lives as long as the call.
+    /// the graph's watchdog thread.
     fn run_until(
         &self,
         inputs: &[Tensor],
@@ -195,6 +263,12 @@ impl LoadedGraph for OrtGraph {
         deadline: Instant,
     ) -> Result<Vec<Tensor>, NnError> {
         self.run_with(inputs, max_output_bytes, Some(deadline))
+    }
+
+    /// An estimate: the session's weights, and as much again for its
+    /// arena (ONNX Runtime owns the memory and does not report it).
+    fn resident_bytes(&self) -> u64 {
+        self.bytes.saturating_mul(2)
     }
 }
 
@@ -205,7 +279,7 @@ impl OrtGraph {
         max_output_bytes: usize,
         deadline: Option<Instant>,
     ) -> Result<Vec<Tensor>, NnError> {
-        let mut session = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         if inputs.len() != session.inputs.len() {
             return Err(NnError::Plan(format!(
                 "the graph takes {} inputs, {} were set",
@@ -219,35 +293,30 @@ impl OrtGraph {
         for (name, t) in names.into_iter().zip(inputs) {
             values.push((name, to_ort(t)?));
         }
-        let options = RunOptions::new().map_err(|e| NnError::Run(format!("ONNX Runtime: {e}")))?;
-        let finished = (Mutex::new(false), Condvar::new());
-        let terminated = AtomicBool::new(false);
-        let outputs = std::thread::scope(|scope| {
-            if let Some(deadline) = deadline {
-                let (options, finished, terminated) = (&options, &finished, &terminated);
-                scope.spawn(move || {
-                    let mut done = finished.0.lock().unwrap_or_else(|p| p.into_inner());
-                    while !*done {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            terminated.store(true, Ordering::SeqCst);
-                            let _ = options.terminate();
-                            return;
-                        }
-                        done = finished
-                            .1
-                            .wait_timeout(done, left)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                    }
-                });
-            }
-            let outputs = session.run_with_options(values, &options);
-            *finished.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-            finished.1.notify_all();
-            outputs
-        });
-        if terminated.load(Ordering::SeqCst) {
+        let options =
+            Arc::new(RunOptions::new().map_err(|e| NnError::Run(format!("ONNX Runtime: {e}")))?);
+        if let Some(deadline) = deadline {
+            self.watchdog.get_or_init(|| {
+                let watch = self.watch.clone();
+                // Without a watchdog the call still ends: its static cost
+                // was paid up front.
+                let _ = std::thread::Builder::new()
+                    .name("tally-ort-watchdog".into())
+                    .spawn(move || watch.watch());
+            });
+            let mut s = self.watch.lock();
+            s.armed = Some((deadline, options.clone()));
+            s.fired = false;
+            drop(s);
+            self.watch.wake.notify_all();
+        }
+        let outputs = session.run_with_options(values, &options);
+        let terminated = {
+            let mut s = self.watch.lock();
+            s.armed = None;
+            std::mem::take(&mut s.fired)
+        };
+        if terminated {
             return Err(NnError::WallTime);
         }
         let outputs = outputs.map_err(|e| NnError::Run(format!("ONNX Runtime: {e}")))?;

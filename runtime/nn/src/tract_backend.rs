@@ -54,22 +54,38 @@ impl Backend for TractBackend {
                 "tract runs on the CPU only, not {target:?}"
             )));
         }
-        Ok(Arc::new(TractGraph(Mutex::new(Model::load(
-            bytes, MAX_PLANS,
-        )?))))
+        Ok(Arc::new(TractGraph {
+            model: Mutex::new(Model::load(bytes, MAX_PLANS)?),
+            bytes: bytes.len() as u64,
+        }))
     }
 }
 
-struct TractGraph(Mutex<Model>);
+struct TractGraph {
+    model: Mutex<Model>,
+    /// The graph's size in bytes.
+    bytes: u64,
+}
 
 impl LoadedGraph for TractGraph {
     fn run(&self, inputs: &[Tensor], max_output_bytes: usize) -> Result<Vec<Tensor>, NnError> {
         let sig = inputs.iter().map(|t| (t.ty(), t.dims().to_vec())).collect();
         let plan = self
-            .0
+            .model
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .plan(&sig)?;
         plan.run(inputs, max_output_bytes)
+    }
+
+    /// An estimate: the parsed graph, and its weights once more per plan
+    /// kept (up to `MAX_PLANS`), as packed for the kernels.
+    fn resident_bytes(&self) -> u64 {
+        let plans = self
+            .model
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plan_count() as u64;
+        self.bytes.saturating_mul(1 + plans)
     }
 }

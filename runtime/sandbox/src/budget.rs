@@ -15,7 +15,7 @@
 //!
 //! Sizes are measured where the sandbox can (a compiled module's code
 //! image, a portable graph's linear memory, bytes) and estimated where a
-//! native library owns the memory (see [`graph_bytes_estimate`]).
+//! native library owns the memory (see `LoadedGraph::resident_bytes`).
 
 use std::sync::{Arc, Mutex};
 
@@ -171,22 +171,11 @@ impl Value {
                 (image.end as usize - image.start as usize) as u64
             }
             Value::GraphBytes(b) => b.len() as u64,
-            // Set by the caller, who knows the graph's bytes.
-            Value::Graph(_) => 0,
+            Value::Graph(g) => g.resident_bytes(),
             Value::Cost(r) => r.as_ref().err().map_or(8, |e| e.len() as u64),
             Value::LoadCheck(r) => r.as_ref().err().map_or(0, |e| e.len() as u64),
         }
     }
-}
-
-/// What a loaded graph is weighed at: what its backend reports, or for a
-/// native library (tract, ONNX Runtime), an estimate of twice the graph's
-/// bytes (its weights, once as parsed and once as prepared for its kernels).
-pub(crate) fn graph_bytes_estimate(graph: &dyn LoadedGraph, bytes: usize) -> u64 {
-    graph
-        .resident_bytes()
-        .unwrap_or(2 * bytes as u64)
-        .max(bytes as u64)
 }
 
 struct Entry {
@@ -235,11 +224,11 @@ impl Caches {
         found
     }
 
-    /// Keeps `value` under `key`, weighed at its own measure (or at
-    /// `bytes` when given), evicting the least recently used entries until
-    /// everything fits. A value bigger than the whole budget is not kept.
-    pub(crate) fn insert(&self, key: Key, value: Value, bytes: Option<u64>) {
-        let weight = key.weight() + bytes.unwrap_or_else(|| value.weight());
+    /// Keeps `value` under `key`, weighed at its own measure, evicting the
+    /// least recently used entries until everything fits. A value bigger
+    /// than the whole budget is not kept.
+    pub(crate) fn insert(&self, key: Key, value: Value) {
+        let weight = key.weight() + value.weight();
         let mut dropped = Vec::new();
         let mut inner = self.lock();
         dropped.extend(inner.remove(&key));
@@ -265,11 +254,11 @@ impl Caches {
         drop(dropped);
     }
 
-    /// Weighs graph `key` again at `bytes` if the cache still holds this
-    /// very `graph` (a portable graph's memory grows as it runs on larger
-    /// inputs), evicting others if it no longer fits.
-    pub(crate) fn reweigh_graph(&self, key: &Key, graph: &Arc<dyn LoadedGraph>, bytes: u64) {
-        let weight = key.weight() + bytes;
+    /// Weighs graph `key` again if the cache still holds this very `graph`
+    /// (its memory grows as it runs on larger inputs and keeps more plans),
+    /// evicting others if it no longer fits.
+    pub(crate) fn reweigh_graph(&self, key: &Key, graph: &Arc<dyn LoadedGraph>) {
+        let weight = key.weight() + graph.resident_bytes();
         let mut dropped = Vec::new();
         let mut inner = self.lock();
         let old = match inner.lru.peek(key) {
@@ -346,16 +335,15 @@ mod tests {
     #[test]
     fn evicts_least_recently_used_across_kinds_to_stay_within_budget() {
         let c = Caches::new(3 * (ENTRY_OVERHEAD + 1000));
-        c.insert(key(1), bytes(1000), None);
-        c.insert(key(2), bytes(1000), None);
+        c.insert(key(1), bytes(1000));
+        c.insert(key(2), bytes(1000));
         c.insert(
             Key::LoadCheck(Digest::of(b"g")),
             Value::LoadCheck(Err("x".repeat(1000))),
-            None,
         );
         // Touch 1: 2 is now the least recently used.
         assert!(c.get(&key(1)).is_some());
-        c.insert(key(3), bytes(1000), None);
+        c.insert(key(3), bytes(1000));
         assert!(
             c.get(&key(2)).is_none(),
             "the least recently used goes first"
@@ -373,8 +361,8 @@ mod tests {
     #[test]
     fn a_value_larger_than_the_budget_is_not_kept_and_evicts_nothing() {
         let c = Caches::new(2000);
-        c.insert(key(1), bytes(1000), None);
-        c.insert(key(2), bytes(5000), None);
+        c.insert(key(1), bytes(1000));
+        c.insert(key(2), bytes(5000));
         assert!(c.get(&key(2)).is_none());
         assert!(c.get(&key(1)).is_some());
         assert_eq!(c.stats().total_bytes(), ENTRY_OVERHEAD + 1000);
@@ -383,8 +371,8 @@ mod tests {
     #[test]
     fn replacing_an_entry_does_not_count_it_twice() {
         let c = Caches::new(3000);
-        c.insert(key(1), bytes(1000), None);
-        c.insert(key(1), bytes(10), None);
+        c.insert(key(1), bytes(1000));
+        c.insert(key(1), bytes(10));
         assert_eq!(c.stats().total_bytes(), ENTRY_OVERHEAD + 10);
         assert_eq!(c.stats().kind(CacheKind::GraphBytes).entries, 1);
     }

@@ -60,7 +60,7 @@ impl ModuleCache {
         let module = self.load_or_compile(base.engine(), digest, bytes)?;
         let pre = host::link(base, &module)?;
         let compiled = Arc::new(Compiled { pre });
-        self.mem.insert(key, Value::Module(compiled.clone()), None);
+        self.mem.insert(key, Value::Module(compiled.clone()));
         Ok(compiled)
     }
 

@@ -398,7 +398,6 @@ impl Sandbox {
         self.caches.insert(
             budget::Key::Package(package.id()),
             budget::Value::Package(package),
-            None,
         );
     }
 }

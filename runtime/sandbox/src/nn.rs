@@ -34,7 +34,7 @@ use tally_nn::{
 use tally_receipt::InferenceCheck;
 use wasmtime::{Caller, Linker};
 
-use crate::budget::{graph_bytes_estimate, Caches, Key, Value};
+use crate::budget::{Caches, Key, Value};
 use crate::host::{LimitReached, StoreData};
 use crate::profile::{
     NN_FUEL_PER_BYTE, NN_MAX_CONTEXTS, NN_MAX_GRAPHS, NN_MAX_HELD_BYTES, NN_MAX_OUTPUT_BYTES,
@@ -80,7 +80,7 @@ impl NnShared {
             return b;
         }
         let b: Arc<[u8]> = Arc::from(bytes);
-        self.caches.insert(key, Value::GraphBytes(b.clone()), None);
+        self.caches.insert(key, Value::GraphBytes(b.clone()));
         b
     }
 
@@ -101,9 +101,7 @@ impl NnShared {
             _ => {
                 guard(|| self.costs.check_load(&src.digest, &src.bytes, deadline))?;
                 let g = guard(|| self.backend.load(&src.bytes, src.target))?;
-                let weight = graph_bytes_estimate(&*g, src.bytes.len());
-                self.caches
-                    .insert(key, Value::Graph(g.clone()), Some(weight));
+                self.caches.insert(key, Value::Graph(g.clone()));
                 g
             }
         };
@@ -112,10 +110,8 @@ impl NnShared {
 
     /// Weighs graph `digest` again after it ran (its memory may have
     /// grown), if the cache holds this very graph.
-    pub(crate) fn reweigh(&self, digest: &Digest, graph: &Arc<dyn LoadedGraph>, bytes: usize) {
-        let weight = graph_bytes_estimate(&**graph, bytes);
-        self.caches
-            .reweigh_graph(&Key::Graph(*digest), graph, weight);
+    pub(crate) fn reweigh(&self, digest: &Digest, graph: &Arc<dyn LoadedGraph>) {
+        self.caches.reweigh_graph(&Key::Graph(*digest), graph);
     }
 }
 
@@ -182,13 +178,14 @@ pub(crate) struct NnRun {
     /// Bytes of tensor data in `records` (capped by
     /// [`NN_MAX_RECORDED_BYTES`]).
     recorded_bytes: usize,
-    /// The (graph, input signature) pairs this run has computed: a new one
-    /// costs [`NN_SIGNATURE_FUEL`].
-    signatures: std::collections::HashSet<(Digest, tally_nn::Signature)>,
-    /// Their costs (or deterministic refusals), pinned for the run: the
-    /// shared cache may evict them, and the run must not analyse again
-    /// against its own clock.
-    costs: std::collections::HashMap<(Digest, tally_nn::Signature), Result<u64, String>>,
+    /// The (graph, input signature) pairs this run has paid
+    /// [`NN_SIGNATURE_FUEL`] for, with their costs (or deterministic
+    /// refusals) once analysed: pinned for the run, so that an eviction
+    /// from the shared cache never makes it analyse again against its own
+    /// clock. `None`: paid for, not yet analysed (the analysis was
+    /// interrupted or failed on the host's side).
+    signatures:
+        std::collections::HashMap<(Digest, tally_nn::Signature), Option<Result<u64, String>>>,
     /// The run's wall-clock backstop, passed to backends that can stop.
     deadline: Instant,
     /// Per (graph, output): the comparison so far.
@@ -216,7 +213,6 @@ impl NnRun {
             compute_calls: 0,
             recorded_bytes: 0,
             signatures: Default::default(),
-            costs: Default::default(),
             checks: BTreeMap::new(),
         }
     }
@@ -395,14 +391,21 @@ fn interrupted(
     params: Vec<i64>,
     what: String,
 ) -> wasmtime::Error {
+    let detail = format!("{what}: interrupted at the wall-clock deadline");
+    record_stop(caller, func, params, detail);
+    wasmtime::Trap::Interrupt.into()
+}
+
+/// Records call `func` as one that ends the stage (it answers
+/// `runtime_error` to no one: the stage stops here).
+fn record_stop(caller: &mut Caller<'_, StoreData>, func: &str, params: Vec<i64>, detail: String) {
     caller.data_mut().rec.push(
         &format!("{NN_MODULE}.{func}"),
         params,
         vec![RUNTIME_ERROR as i64],
         None,
-        Some(format!("{what}: interrupted at the wall-clock deadline")),
+        Some(detail),
     );
-    wasmtime::Trap::Interrupt.into()
 }
 
 fn load_by_name(
@@ -498,13 +501,8 @@ fn pay(
     if let Ok(left) = caller.get_fuel() {
         if left < cost {
             caller.set_fuel(0)?;
-            caller.data_mut().rec.push(
-                &format!("{NN_MODULE}.{func}"),
-                params.to_vec(),
-                vec![RUNTIME_ERROR as i64],
-                None,
-                Some(format!("{} costs {cost} fuel, {left} left", what())),
-            );
+            let detail = format!("{} costs {cost} fuel, {left} left", what());
+            record_stop(caller, func, params.to_vec(), detail);
             caller.data_mut().rec.limit_hit = Some("fuel");
             return Err(LimitReached("fuel").into());
         }
@@ -664,13 +662,16 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
     // `portable::BoundedCosts`): the guest pays for that first, whether or
     // not the host has it cached (the charge must not depend on host state).
     let key = (digest, sig);
-    if !caller.data().nn.signatures.contains(&key) {
-        pay(&mut caller, "compute", &params, NN_SIGNATURE_FUEL, || {
-            format!("analysing graph `{name}` for new input shapes")
-        })?;
-        caller.data_mut().nn.signatures.insert(key.clone());
-    }
-    let pinned = caller.data().nn.costs.get(&key).cloned();
+    let pinned = match caller.data().nn.signatures.get(&key) {
+        Some(known) => known.clone(),
+        None => {
+            pay(&mut caller, "compute", &params, NN_SIGNATURE_FUEL, || {
+                format!("analysing graph `{name}` for new input shapes")
+            })?;
+            caller.data_mut().nn.signatures.insert(key.clone(), None);
+            None
+        }
+    };
     let cost = match pinned {
         Some(c) => c.map_err(NnError::Plan),
         None => {
@@ -687,7 +688,7 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
                 Err(_) => None,
             };
             if let Some(k) = keep {
-                caller.data_mut().nn.costs.insert(key.clone(), k);
+                caller.data_mut().nn.signatures.insert(key.clone(), Some(k));
             }
             cost
         }
@@ -722,11 +723,7 @@ fn compute(mut caller: Caller<'_, StoreData>, ctx: i32) -> wasmtime::Result<i32>
         .collect();
     let computed = guard(|| graph.run_until(&inputs, NN_MAX_OUTPUT_BYTES, deadline));
     caller.data_mut().nn.contexts[slot].inputs = inputs.into_iter().map(Some).collect();
-    {
-        let nn = &caller.data().nn;
-        nn.shared
-            .reweigh(&digest, &graph, nn.graphs[&name].bytes.len());
-    }
+    caller.data().nn.shared.reweigh(&digest, &graph);
     if matches!(computed, Err(NnError::WallTime)) {
         // The run's wall-clock backstop, reached inside inference.
         let what = format!("graph `{name}`");

@@ -56,7 +56,12 @@ struct Compiled {
 /// The portable backend.
 pub(crate) struct PortableBackend {
     cache_dir: Option<PathBuf>,
-    digest: Digest,
+}
+
+/// The digest of the portable module (hashed once per process).
+fn module_digest() -> &'static Digest {
+    static DIGEST: OnceLock<Digest> = OnceLock::new();
+    DIGEST.get_or_init(|| Digest::of(tally_portable_module::WASM))
 }
 
 struct PData {
@@ -107,22 +112,21 @@ impl PortableBackend {
     pub(crate) fn new(cache_dir: Option<&Path>) -> Result<Self, String> {
         Ok(PortableBackend {
             cache_dir: cache_dir.map(Path::to_path_buf),
-            digest: Digest::of(tally_portable_module::WASM),
         })
     }
 
     fn compiled(&self) -> Result<Compiled, NnError> {
-        compiled(&self.digest, self.cache_dir.as_deref())
+        compiled(self.cache_dir.as_deref())
     }
 }
 
 /// The process's compiled portable module, compiled (or loaded from
 /// `cache_dir`) on first use.
-fn compiled(digest: &Digest, cache_dir: Option<&Path>) -> Result<Compiled, NnError> {
+fn compiled(cache_dir: Option<&Path>) -> Result<Compiled, NnError> {
     COMPILED
         .get_or_init(|| {
             let engine = engine()?;
-            let module = compile(&engine, digest, cache_dir)?;
+            let module = compile(&engine, module_digest(), cache_dir)?;
             ticker(&engine);
             let mut linker = Linker::new(&engine);
             wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut PData| &mut d.wasi)
@@ -177,7 +181,7 @@ impl Backend for PortableBackend {
     fn detail(&self) -> String {
         format!(
             "tract-onnx 0.23.9 wasm32-wasip1+simd128 module={}",
-            self.digest
+            module_digest()
         )
     }
     fn warm(&self) -> Result<(), NnError> {
@@ -277,70 +281,68 @@ impl PortableGraph {
 /// A new instance of the portable module with graph `bytes` loaded, its
 /// memory capped at `memory_bytes`.
 fn instantiate(c: &Compiled, bytes: &[u8], memory_bytes: usize) -> Result<PInstance, NnError> {
-    {
-        let wasi = WasiCtxBuilder::new()
-            .wall_clock(VirtualWallClock)
-            .monotonic_clock(VirtualMonotonicClock)
-            .secure_random(SeededStream::new(&Digest::of(b"portable"), 0, "secure"))
-            .insecure_random(SeededStream::new(&Digest::of(b"portable"), 0, "insecure"))
-            .insecure_random_seed(0)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build_p1();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(memory_bytes)
-            .instances(1)
-            .trap_on_grow_failure(false)
-            .build();
-        let mut store = Store::new(&c.engine, PData { wasi, limits });
-        store.limiter(|d| &mut d.limits);
-        // Loading a graph is not bounded by a run's deadline.
-        store.set_epoch_deadline(NO_DEADLINE);
-        store.epoch_deadline_trap();
-        let instance: Instance = c.linker.instantiate(&mut store, &c.module).map_err(werr)?;
-        let get = |store: &mut Store<PData>, name: &str| {
-            instance
-                .get_export(&mut *store, name)
-                .ok_or_else(|| NnError::Run(format!("the portable module lacks `{name}`")))
+    let wasi = WasiCtxBuilder::new()
+        .wall_clock(VirtualWallClock)
+        .monotonic_clock(VirtualMonotonicClock)
+        .secure_random(SeededStream::new(&Digest::of(b"portable"), 0, "secure"))
+        .insecure_random(SeededStream::new(&Digest::of(b"portable"), 0, "insecure"))
+        .insecure_random_seed(0)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build_p1();
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(memory_bytes)
+        .instances(1)
+        .trap_on_grow_failure(false)
+        .build();
+    let mut store = Store::new(&c.engine, PData { wasi, limits });
+    store.limiter(|d| &mut d.limits);
+    // Loading a graph is not bounded by a run's deadline.
+    store.set_epoch_deadline(NO_DEADLINE);
+    store.epoch_deadline_trap();
+    let instance: Instance = c.linker.instantiate(&mut store, &c.module).map_err(werr)?;
+    let get = |store: &mut Store<PData>, name: &str| {
+        instance
+            .get_export(&mut *store, name)
+            .ok_or_else(|| NnError::Run(format!("the portable module lacks `{name}`")))
+    };
+    let memory = get(&mut store, "memory")?
+        .into_memory()
+        .ok_or_else(|| NnError::Run("`memory` is not a memory".into()))?;
+    macro_rules! func {
+        ($name:literal) => {
+            instance.get_typed_func(&mut store, $name).map_err(werr)?
         };
-        let memory = get(&mut store, "memory")?
-            .into_memory()
-            .ok_or_else(|| NnError::Run("`memory` is not a memory".into()))?;
-        macro_rules! func {
-            ($name:literal) => {
-                instance.get_typed_func(&mut store, $name).map_err(werr)?
-            };
-        }
-        let mut inst = PInstance {
-            alloc: func!("tally_alloc"),
-            free: func!("tally_free"),
-            run: func!("tally_run"),
-            cost: func!("tally_cost"),
-            fold: func!("tally_fold"),
-            result_ptr: func!("tally_result_ptr"),
-            result_len: func!("tally_result_len"),
-            memory,
-            store,
-            handle: -1,
-        };
-        let load: TypedFunc<(u32, u32), i32> = instance
-            .get_typed_func(&mut inst.store, "tally_load")
-            .map_err(werr)?;
-        let ptr = inst.put(bytes)?;
-        let handle = load
-            .call(&mut inst.store, (ptr, bytes.len() as u32))
-            .map_err(werr)?;
-        inst.free
-            .call(&mut inst.store, (ptr, bytes.len() as u32))
-            .map_err(werr)?;
-        if handle < 0 {
-            let msg = String::from_utf8_lossy(&inst.result()?).into_owned();
-            return Err(NnError::Plan(msg));
-        }
-        inst.handle = handle;
-        Ok(inst)
     }
+    let mut inst = PInstance {
+        alloc: func!("tally_alloc"),
+        free: func!("tally_free"),
+        run: func!("tally_run"),
+        cost: func!("tally_cost"),
+        fold: func!("tally_fold"),
+        result_ptr: func!("tally_result_ptr"),
+        result_len: func!("tally_result_len"),
+        memory,
+        store,
+        handle: -1,
+    };
+    let load: TypedFunc<(u32, u32), i32> = instance
+        .get_typed_func(&mut inst.store, "tally_load")
+        .map_err(werr)?;
+    let ptr = inst.put(bytes)?;
+    let handle = load
+        .call(&mut inst.store, (ptr, bytes.len() as u32))
+        .map_err(werr)?;
+    inst.free
+        .call(&mut inst.store, (ptr, bytes.len() as u32))
+        .map_err(werr)?;
+    if handle < 0 {
+        let msg = String::from_utf8_lossy(&inst.result()?).into_owned();
+        return Err(NnError::Plan(msg));
+    }
+    inst.handle = handle;
+    Ok(inst)
 }
 
 /// Most memory the cost analysis of one graph may use: 1 GiB. Analysing a
@@ -359,7 +361,6 @@ pub const ANALYSIS_MEMORY_BYTES: usize = 1 << 30;
 /// byte budget, [`Caches`]).
 pub(crate) struct BoundedCosts {
     cache_dir: Option<PathBuf>,
-    digest: Digest,
     caches: Arc<Caches>,
 }
 
@@ -367,7 +368,6 @@ impl BoundedCosts {
     pub(crate) fn new(cache_dir: Option<&Path>, caches: Arc<Caches>) -> Self {
         BoundedCosts {
             cache_dir: cache_dir.map(Path::to_path_buf),
-            digest: Digest::of(tally_portable_module::WASM),
             caches,
         }
     }
@@ -395,12 +395,12 @@ impl BoundedCosts {
             // The deadline and host faults are not the graph's doing.
             Err(_) => return cost,
         };
-        self.caches.insert(key, Value::Cost(remembered), None);
+        self.caches.insert(key, Value::Cost(remembered));
         cost
     }
 
     fn analyse(&self, bytes: &[u8], sig: &Signature, deadline: Instant) -> Result<u64, NnError> {
-        let c = compiled(&self.digest, self.cache_dir.as_deref())?;
+        let c = compiled(self.cache_dir.as_deref())?;
         let mut inst = instantiate(&c, bytes, ANALYSIS_MEMORY_BYTES).map_err(analysis_error)?;
         inst.store.set_epoch_deadline(ticks_until(deadline));
         let encoded = encode_signature(sig);
@@ -445,12 +445,12 @@ impl BoundedCosts {
             Err(NnError::Plan(why)) => Err(why.clone()),
             Err(_) => return checked,
         };
-        self.caches.insert(key, Value::LoadCheck(remembered), None);
+        self.caches.insert(key, Value::LoadCheck(remembered));
         checked
     }
 
     fn fold(&self, bytes: &[u8], deadline: Instant) -> Result<(), NnError> {
-        let c = compiled(&self.digest, self.cache_dir.as_deref())?;
+        let c = compiled(self.cache_dir.as_deref())?;
         let mut inst = instantiate(&c, bytes, ANALYSIS_MEMORY_BYTES).map_err(analysis_error)?;
         inst.store.set_epoch_deadline(ticks_until(deadline));
         let status = inst
@@ -501,8 +501,9 @@ impl LoadedGraph for PortableGraph {
         self.run_ticks(inputs, max_output_bytes, ticks_until(deadline))
     }
 
-    fn resident_bytes(&self) -> Option<u64> {
-        Some(self.resident.load(Ordering::Relaxed))
+    /// Measured: the graph's bytes and its instance's linear memory.
+    fn resident_bytes(&self) -> u64 {
+        self.resident.load(Ordering::Relaxed)
     }
 }
 
