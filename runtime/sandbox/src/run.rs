@@ -138,9 +138,10 @@ impl Sandbox {
 
     /// One-time host work for `package`, done before a run's clock starts
     /// so that a cold host and a warm one seal the same outcome: compiling
-    /// the stages' modules (within `module_bytes`) and loading its graphs
-    /// (for the portable backend, compiling the engine too). Failures are
-    /// left for the run to meet, where they become outcomes and errnos.
+    /// the stages' modules (within `module_bytes`) and loading the graphs
+    /// its stages are granted (for the portable backend, compiling the
+    /// engine too). Failures are left for the run to meet, where they
+    /// become outcomes and errnos.
     /// Plans for new input shapes are still built inside `compute`.
     ///
     /// What it prepares is pinned for the run (the compiled modules
@@ -164,11 +165,17 @@ impl Sandbox {
                 }
             }
         }
-        // The checks get as long as the run will have; one that does not
-        // finish is met again inside the run, against its deadline.
+        // Only graphs a stage may load: a graph no stage is granted is never
+        // worth a host's time. The checks get as long as the run will have
+        // (all of them together); one that does not finish is met again
+        // inside the run, against its deadline.
         let deadline = Instant::now() + Duration::from_millis(limits.wall_time_ms);
-        for src in graphs.values() {
-            let _ = self.nn.preload(src, deadline);
+        let granted: std::collections::BTreeSet<&String> =
+            manifest.stages.iter().flat_map(|s| &s.graphs).collect();
+        for name in granted {
+            if let Some(src) = graphs.get(name) {
+                let _ = self.nn.preload(src, deadline);
+            }
         }
         modules
     }

@@ -938,3 +938,59 @@ pub fn nn_fuzz() {
         "{computed} computes, {read} outputs"
     );
 }
+
+#[test]
+fn only_graphs_a_stage_is_granted_are_prepared() {
+    // A graph no stage may load is never worth the host's time: before a
+    // run, the host prepares (checks and loads) only granted graphs.
+    let pkg = Pkg::new()
+        .graph(
+            "unused",
+            "unused.onnx",
+            tally_test_artifacts::onnx::lstm(64, 64),
+            "",
+        )
+        .guest_stage("upper", "")
+        .build();
+    for kind in [BackendKind::Portable, BackendKind::Tract] {
+        let sb = sandbox(kind);
+        let r = sb.run(&pkg, &RunRequest::new(b"hi")).unwrap();
+        assert_eq!(r.claim.outcome, Outcome::Ok, "{kind:?}");
+        let stats = sb.cache_stats();
+        assert_eq!(
+            stats.kind(CacheKind::Graphs).misses,
+            0,
+            "{kind:?}: {stats:?}"
+        );
+        assert_eq!(
+            stats.kind(CacheKind::LoadChecks).misses,
+            0,
+            "{kind:?}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn a_loaded_graph_is_weighed_again_as_it_grows() {
+    // A portable graph's instance memory grows with the inputs it runs on,
+    // native tract keeps a plan per input shape: the cache weighs the
+    // graph again after each compute, so what it holds stays measured.
+    let pkg = |n: u32| {
+        let n = n.to_string();
+        nn_run_package(tally_test_artifacts::onnx::identity(), "", &["g", &n])
+    };
+    for kind in [BackendKind::Portable, BackendKind::Tract] {
+        let sb = sandbox(kind);
+        let weight = |sb: &Sandbox| sb.cache_stats().kind(CacheKind::Graphs).bytes;
+        let small = 16;
+        sb.run(&pkg(small), &RunRequest::new(&f32_zeros(small as usize)))
+            .unwrap();
+        let before = weight(&sb);
+        let large = 4 << 20;
+        let r = sb
+            .run(&pkg(large), &RunRequest::new(&f32_zeros(large as usize)))
+            .unwrap();
+        assert_eq!(r.claim.outcome, Outcome::Ok, "{kind:?}: {:?}", r.stderr);
+        assert!(weight(&sb) > before, "{kind:?}: {before} → {}", weight(&sb));
+    }
+}
