@@ -470,7 +470,14 @@ fn run_locally(
         key,
         std::env::var("HOSTNAME").unwrap_or_default(),
     );
-    match Store::open(store_dir).and_then(|s| s.put_package(&package).map(|_| s)) {
+    // A bundle's package is stored too (one from the store already is).
+    let from_bundle = Path::new(&a.package).exists();
+    match Store::open(store_dir).and_then(|s| {
+        if from_bundle {
+            s.put_package(&package)?;
+        }
+        Ok(s)
+    }) {
         Ok(store) => host = host.with_store(std::sync::Arc::new(store)),
         Err(e) => tracing::warn!("the run is not stored in {}: {e}", store_dir.display()),
     }
@@ -609,8 +616,16 @@ impl Sources for FileSources<'_> {
         t: &Transcript,
     ) -> std::result::Result<Vec<Vec<u8>>, SourceError> {
         let path = &self.tensors;
-        if !path.exists() {
+        let Ok(meta) = std::fs::metadata(path) else {
             return Err(SourceError::NotFound(path.display().to_string()));
+        };
+        if meta.len() > tally_host::MAX_RECORDED_FILE_BYTES {
+            return Err(invalid(format!(
+                "{} is {} bytes, larger than any run records ({} at most)",
+                path.display(),
+                meta.len(),
+                tally_host::MAX_RECORDED_FILE_BYTES
+            )));
         }
         let bytes =
             std::fs::read(path).map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;

@@ -147,6 +147,12 @@ impl Host {
     }
 }
 
+/// The largest recorded-outputs file a source reads: twice what a run may
+/// record ([`NN_MAX_RECORDED_BYTES`](tally_sandbox::profile::NN_MAX_RECORDED_BYTES)),
+/// room for the framing of any number of calls. A larger one is refused
+/// before a byte of it is read.
+pub const MAX_RECORDED_FILE_BYTES: u64 = 2 * tally_sandbox::profile::NN_MAX_RECORDED_BYTES as u64;
+
 /// Why a source could not provide something.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -306,19 +312,11 @@ impl VerifyError {
     }
 }
 
-/// Verifies `receipt` by replay in `sandbox`: the seal (by a key in
-/// `trusted`; any key when empty), a deterministic outcome, `input`'s
-/// digest, the package's id; then a replay with the receipt's seed and
-/// limits, fed the recorded inference outputs when `sandbox`'s backend is
-/// not the receipt's, and compared field by field, and call by call with
-/// the original transcript when a source has it.
-pub fn verify(
-    sandbox: &Sandbox,
-    receipt: &Receipt,
-    trusted: &[String],
-    input: &[u8],
-    sources: &dyn Sources,
-) -> Result<Verdict, VerifyError> {
+/// The checks that need no package and no replay: the seal (by a key in
+/// `trusted`; any key when empty), a deterministic outcome, and `input`'s
+/// digest. [`verify`] makes them first; a service makes them before it
+/// admits a replay.
+pub fn check(receipt: &Receipt, trusted: &[String], input: &[u8]) -> Result<(), VerifyError> {
     receipt.check_seal(trusted).map_err(VerifyError::Seal)?;
     let claim = &receipt.claim;
     if !claim.outcome.is_deterministic() {
@@ -331,6 +329,23 @@ pub fn verify(
             found,
         });
     }
+    Ok(())
+}
+
+/// Verifies `receipt` by replay in `sandbox`: [`check`], the package's
+/// id; then a replay with the receipt's seed and limits, fed the recorded
+/// inference outputs when `sandbox`'s backend is not the receipt's, and
+/// compared field by field, and call by call with the original transcript
+/// when a source has it.
+pub fn verify(
+    sandbox: &Sandbox,
+    receipt: &Receipt,
+    trusted: &[String],
+    input: &[u8],
+    sources: &dyn Sources,
+) -> Result<Verdict, VerifyError> {
+    check(receipt, trusted, input)?;
+    let claim = &receipt.claim;
     let package = sources
         .package(&claim.package_id)
         .map_err(|source| VerifyError::Package {

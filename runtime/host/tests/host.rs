@@ -115,6 +115,26 @@ fn a_verifier_is_told_what_is_missing_or_wrong() {
     assert!(matches!(err, VerifyError::Seal(_)), "{err}");
 }
 
+#[test]
+fn limits_above_the_hosts_policy_are_the_requests_fault() {
+    let package = Pkg::new().guest_stage("upper", "").build();
+    let host = Host::new(
+        sandbox(BackendKind::Portable),
+        SigningKey::from_bytes(&[3; 32]),
+        "t",
+    );
+    let sealed = host
+        .run_and_seal(&package, &RunRequest::new(b"hi"))
+        .unwrap();
+    let mut limits = sealed.receipt.claim.limits;
+    limits.fuel = u64::MAX;
+    let err = host
+        .run_and_seal(&package, &RunRequest::new(b"hi").limits(Some(limits)))
+        .unwrap_err();
+    assert!(err.is_request_error(), "{err}");
+    assert!(err.to_string().contains("policy"), "{err}");
+}
+
 /// A source that has nothing.
 struct Nothing;
 impl Sources for Nothing {}

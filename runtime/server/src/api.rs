@@ -579,35 +579,30 @@ impl tally_host::Sources for RequestSources {
     }
 }
 
+/// The HTTP answer to a receipt that cannot be replayed: 422 with a code
+/// per reason when the request is at fault, 500 when the host is.
+fn verify_error(e: VerifyError) -> ApiError {
+    let code = match &e {
+        VerifyError::Seal(_) => "bad_seal",
+        VerifyError::NotReplayable(_) => "not_replayable",
+        VerifyError::InputMismatch { .. } => "input_mismatch",
+        VerifyError::Replay(SandboxError::PolicyForbids { .. }) => "replay_refused",
+        e if e.is_request_error() => "not_verifiable",
+        _ => return ApiError::internal(e),
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+}
+
 async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Verdict>> {
     let req: VerifyBody = json_body(body)?;
     check_backend(&s, &req.backend)?;
-    let unprocessable = |code, m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, m);
     let receipt = Receipt::from_json(&req.receipt.to_string())
         .map_err(|e| ApiError::bad_request("bad_receipt", e.to_string()))?;
-    // The cheap checks first, with their own codes, before any package is
-    // loaded or any work admitted; `tally_host::verify` makes them again.
-    receipt
-        .check_seal(&[])
-        .map_err(|e| unprocessable("bad_seal", e.to_string()))?;
-    let claim = receipt.claim.clone();
-    if !claim.outcome.is_deterministic() {
-        return Err(unprocessable(
-            "not_replayable",
-            VerifyError::NotReplayable(claim.outcome.to_string()).to_string(),
-        ));
-    }
     let input = decode_input(&req.input)?;
-    if Digest::of(&input) != claim.input {
-        return Err(unprocessable(
-            "input_mismatch",
-            VerifyError::InputMismatch {
-                expected: claim.input,
-                found: Digest::of(&input),
-            }
-            .to_string(),
-        ));
-    }
+    // The cheap checks first, before any package is loaded or any work
+    // admitted (`tally_host::verify` makes them again: they are cheap).
+    tally_host::check(&receipt, &[], &input).map_err(verify_error)?;
+    let claim = receipt.claim.clone();
     // The package is checked before admission: an unknown one is a 404,
     // not a queued replay.
     let package = load_package(&s, claim.package_id).await?;
@@ -631,13 +626,7 @@ async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResul
             &input,
             &tally_host::FirstOf(vec![&sources, &store]),
         )
-        .map_err(|e| match e {
-            VerifyError::Replay(SandboxError::PolicyForbids { .. }) => {
-                unprocessable("replay_refused", e.to_string())
-            }
-            e if e.is_request_error() => unprocessable("not_verifiable", e.to_string()),
-            e => ApiError::internal(e),
-        })
+        .map_err(verify_error)
     })
     .await?;
     let label = if verdict.verified {
