@@ -176,18 +176,7 @@ fn a_graph_that_folds_into_gigabytes_is_refused_within_the_analysis_cap() {
                 ort.to_str().unwrap(),
             ],
         ] {
-            let mut args = vec![
-                "run",
-                "fold.tally",
-                "--input",
-                "in",
-                "--output",
-                "o",
-                "--receipt",
-                "r.json",
-            ];
-            args.extend_from_slice(backend);
-            d.tally(&args).expect(1);
+            d.run("fold.tally", backend).expect(1);
             let o = outcome(&d, "r.json");
             // nn-run exits 10 + errno: load_by_name answered runtime_error.
             assert_eq!(o["kind"], "exit", "{rows}×{cols} {backend:?}: {o}");

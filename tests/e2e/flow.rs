@@ -186,3 +186,15 @@ fn bad_usage_and_bad_manifests_exit_2_with_a_reason() {
         e.stderr
     );
 }
+
+#[test]
+fn a_local_run_of_a_bundle_verifies_with_no_flags() {
+    // `tally run BUNDLE` stores the package (with the receipt, transcript
+    // and output), so the verification that follows needs no --package.
+    let d = Dir::new();
+    d.package("entropy", &[("entropy", "")], "");
+    d.write("in", b"");
+    d.run("entropy.tally", &[]).expect(0);
+    let v = d.tally(&["verify", "r.json", "--input", "in"]).expect(0);
+    assert!(v.stdout.contains("verified"), "{}", v.stdout);
+}

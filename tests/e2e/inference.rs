@@ -26,19 +26,7 @@ fn a_receipt_from_one_backend_verifies_on_the_others() {
     d.write("in", b"");
     let ort = assets_dir().join("libonnxruntime.so.1.31.1");
     let ort = ort.to_str().unwrap();
-    d.tally(&[
-        "run",
-        "nn.tally",
-        "--input",
-        "in",
-        "--output",
-        "o",
-        "--receipt",
-        "r.json",
-        "--backend",
-        "tract",
-    ])
-    .expect(0);
+    d.run("nn.tally", &["--backend", "tract"]).expect(0);
     assert!(
         d.path("r.json.tensors").exists(),
         "the recorded inference outputs are written beside the receipt"
@@ -91,6 +79,31 @@ fn a_receipt_from_one_backend_verifies_on_the_others() {
         "{}",
         v.stdout
     );
+    // Recorded outputs larger than any run records are refused before a
+    // byte is read (a sparse file: no disk is used).
+    std::fs::File::options()
+        .write(true)
+        .open(d.path("r.json.tensors"))
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let r = d
+        .tally(&[
+            "verify",
+            "r.json",
+            "--input",
+            "in",
+            "--package",
+            "nn.tally",
+            "--backend",
+            "portable",
+        ])
+        .expect(2);
+    assert!(
+        r.stderr.contains("larger than any run records"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -98,20 +111,15 @@ fn a_missing_onnxruntime_library_is_a_clear_startup_error() {
     let d = Dir::new();
     nn_package(&d);
     d.write("in", b"");
-    let r = d.tally(&[
-        "run",
+    let r = d.run(
         "nn.tally",
-        "--input",
-        "in",
-        "--output",
-        "o",
-        "--receipt",
-        "r.json",
-        "--backend",
-        "onnxruntime",
-        "--ort-lib",
-        "nowhere/libonnxruntime.so",
-    ]);
+        &[
+            "--backend",
+            "onnxruntime",
+            "--ort-lib",
+            "nowhere/libonnxruntime.so",
+        ],
+    );
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("scripts/fetch-assets.sh"), "{}", r.stderr);
 }
@@ -257,19 +265,7 @@ fn a_cold_host_does_not_charge_its_set_up_to_the_run() {
     let d = Dir::new();
     nn_package_with(&d, "[limits]\nwall_time_ms = 5000\n");
     d.write("in", b"");
-    d.tally(&[
-        "run",
-        "nn.tally",
-        "--input",
-        "in",
-        "--output",
-        "o",
-        "--receipt",
-        "r.json",
-        "--backend",
-        "portable",
-    ])
-    .expect(0);
+    d.run("nn.tally", &["--backend", "portable"]).expect(0);
     let receipt: serde_json::Value = serde_json::from_str(&d.read_string("r.json")).unwrap();
     assert_eq!(receipt["claim"]["outcome"]["kind"], "ok", "{receipt}");
 }

@@ -6,17 +6,7 @@ fn setup() -> Dir {
     let d = Dir::new();
     d.package("entropy", &[("entropy", "")], "");
     d.write("in", b"");
-    d.tally(&[
-        "run",
-        "entropy.tally",
-        "--input",
-        "in",
-        "--output",
-        "o",
-        "--receipt",
-        "r.json",
-    ])
-    .expect(0);
+    d.run("entropy.tally", &[]).expect(0);
     d
 }
 

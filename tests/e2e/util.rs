@@ -77,6 +77,22 @@ impl Dir {
         self.tally_env(args, &[])
     }
 
+    /// `tally run PACKAGE --input in --output o --receipt r.json EXTRA…`.
+    pub fn run(&self, package: &str, extra: &[&str]) -> Ran {
+        let mut args = vec![
+            "run",
+            package,
+            "--input",
+            "in",
+            "--output",
+            "o",
+            "--receipt",
+            "r.json",
+        ];
+        args.extend_from_slice(extra);
+        self.tally(&args)
+    }
+
     /// [`Dir::tally`] with extra environment variables.
     pub fn tally_env(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
         let out = Command::new(env!("CARGO_BIN_EXE_tally"))
