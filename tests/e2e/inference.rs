@@ -61,8 +61,8 @@ fn a_receipt_from_one_backend_verifies_on_the_others() {
         );
     }
     // The readable verdict names each compared output.
-    let v = d
-        .tally(&[
+    let on_portable = || {
+        d.tally(&[
             "verify",
             "r.json",
             "--input",
@@ -72,7 +72,8 @@ fn a_receipt_from_one_backend_verifies_on_the_others() {
             "--backend",
             "portable",
         ])
-        .expect(0);
+    };
+    let v = on_portable().expect(0);
     assert!(v.stdout.contains("vad output 0: 1 calls"), "{}", v.stdout);
     assert!(
         v.stdout.contains("another inference backend"),
@@ -87,18 +88,7 @@ fn a_receipt_from_one_backend_verifies_on_the_others() {
         .unwrap()
         .set_len(3 << 30)
         .unwrap();
-    let r = d
-        .tally(&[
-            "verify",
-            "r.json",
-            "--input",
-            "in",
-            "--package",
-            "nn.tally",
-            "--backend",
-            "portable",
-        ])
-        .expect(2);
+    let r = on_portable().expect(2);
     assert!(
         r.stderr.contains("larger than any run records"),
         "{}",
