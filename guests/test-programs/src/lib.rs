@@ -11,6 +11,16 @@ pub mod wasi {
         pub fn clock_time_get(id: u32, precision: u64, time: *mut u64) -> u16;
         /// `sock_accept(fd, flags, *newfd) -> errno`.
         pub fn sock_accept(fd: u32, flags: u16, newfd: *mut u32) -> u16;
+        /// `fd_filestat_get(fd, *filestat) -> errno`.
+        pub fn fd_filestat_get(fd: u32, filestat: *mut u8) -> u16;
+        /// `path_filestat_get(fd, flags, path, path_len, *filestat) -> errno`.
+        pub fn path_filestat_get(
+            fd: u32,
+            flags: u32,
+            path: *const u8,
+            path_len: usize,
+            filestat: *mut u8,
+        ) -> u16;
     }
 }
 

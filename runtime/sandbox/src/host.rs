@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use tally_digest::{Canon, Digest};
 use tally_receipt::{HostCall, Transcript};
+use wasmtime::AsContextMut;
 use wasmtime::{CallHook, Caller, Engine, ExternType, InstancePre, Linker, Module, Store};
+use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
@@ -37,6 +39,9 @@ pub(crate) struct StoreData {
     pub(crate) limiter: Limiter,
     pub(crate) rec: Recorder,
     pub(crate) nn: crate::nn::NnRun,
+    /// Host file identities, numbered 1, 2, … in the order the stage first
+    /// sees them (see [`filestat`]).
+    pub(crate) inodes: std::collections::HashMap<u64, u64>,
 }
 
 /// Memory and table caps, remembering which one was hit.
@@ -146,7 +151,8 @@ pub(crate) const MAX_RANDOM_BYTES: u32 = 1 << 20;
 
 /// The linker every module is linked against: wasmtime-wasi's preview-1
 /// functions, with `random_get`, `clock_time_get` and `clock_res_get`
-/// replaced by Tally's recorded, virtual implementations.
+/// replaced by Tally's recorded, virtual implementations, and
+/// `fd_filestat_get` / `path_filestat_get` pinned (see [`filestat`]).
 pub(crate) fn base_linker(engine: &Engine) -> Linker<StoreData> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut StoreData| &mut d.wasi)
@@ -156,6 +162,29 @@ pub(crate) fn base_linker(engine: &Engine) -> Linker<StoreData> {
         .func_wrap(WASI_MODULE, "random_get", random_get)
         .and_then(|l| l.func_wrap(WASI_MODULE, "clock_time_get", clock_time_get))
         .and_then(|l| l.func_wrap(WASI_MODULE, "clock_res_get", clock_res_get))
+        .and_then(|l| {
+            l.func_wrap(
+                WASI_MODULE,
+                "fd_filestat_get",
+                |c: Caller<'_, StoreData>, fd: i32, buf: i32| {
+                    filestat(c, buf, |ctx, mem| {
+                        wasmtime_wasi::runtime::in_tokio(p1::fd_filestat_get(ctx, mem, fd, buf))
+                    })
+                },
+            )
+        })
+        .and_then(|l| {
+            l.func_wrap(
+                WASI_MODULE,
+                "path_filestat_get",
+                |c: Caller<'_, StoreData>, fd: i32, flags: i32, path: i32, len: i32, buf: i32| {
+                    filestat(c, buf, |ctx, mem| {
+                        let stat = p1::path_filestat_get(ctx, mem, fd, flags, path, len, buf);
+                        wasmtime_wasi::runtime::in_tokio(stat)
+                    })
+                },
+            )
+        })
         .expect("shadowing WASI functions");
     linker.allow_shadowing(false);
     crate::nn::add_to_linker(&mut linker).expect("wasi-nn links");
@@ -219,6 +248,60 @@ pub(crate) fn install_call_hook(store: &mut Store<StoreData>) {
         cx.set_fuel(left - HOST_CALL_FUEL)?;
         Ok(())
     });
+}
+
+/// Byte offsets in a preview-1 `filestat`.
+const FILESTAT_INO: usize = 8;
+const FILESTAT_FILETYPE: usize = 16;
+const FILESTAT_NLINK: usize = 24;
+const FILESTAT_SIZE: usize = 32;
+const FILESTAT_TIMES: usize = 40;
+const FILESTAT_LEN: usize = 64;
+/// The preview-1 filetype of a directory.
+const FILETYPE_DIRECTORY: u8 = 3;
+
+/// `fd_filestat_get` / `path_filestat_get`: wasmtime-wasi's own ABI
+/// function (`call`), then what would differ between hosts is pinned in
+/// the `filestat` it wrote at `buf`: access, modification and change times
+/// are 0, the link count is 1, a directory's size is 0, and the inode is
+/// numbered by first sight in the stage (1, 2, …), so a file keeps its
+/// identity and the host's inode numbers stay hidden. (`dev` is already a
+/// constant; a file's type and size follow from the package.)
+fn filestat(
+    mut caller: Caller<'_, StoreData>,
+    buf: i32,
+    call: impl FnOnce(&mut WasiP1Ctx, &mut wiggle::GuestMemory<'_>) -> wasmtime::Result<i32>,
+) -> wasmtime::Result<i32> {
+    let Some(wasmtime::Extern::Memory(memory)) = caller.get_export("memory") else {
+        wasmtime::bail!("missing required memory export");
+    };
+    let fuel = caller.as_context_mut().hostcall_fuel();
+    let errno = {
+        let (bytes, data) = memory.data_and_store_mut(&mut caller);
+        p1::WasiSnapshotPreview1::set_hostcall_fuel(&mut data.wasi, fuel);
+        call(&mut data.wasi, &mut wiggle::GuestMemory::Unshared(bytes))?
+    };
+    if errno != 0 {
+        return Ok(errno);
+    }
+    let (bytes, data) = memory.data_and_store_mut(&mut caller);
+    let start = buf as u32 as usize;
+    let Some(stat) = start
+        .checked_add(FILESTAT_LEN)
+        .and_then(|end| bytes.get_mut(start..end))
+    else {
+        return Ok(errno);
+    };
+    let host_ino = u64::from_le_bytes(stat[FILESTAT_INO..FILESTAT_INO + 8].try_into()?);
+    let next = data.inodes.len() as u64 + 1;
+    let ino = *data.inodes.entry(host_ino).or_insert(next);
+    stat[FILESTAT_INO..FILESTAT_INO + 8].copy_from_slice(&ino.to_le_bytes());
+    stat[FILESTAT_NLINK..FILESTAT_NLINK + 8].copy_from_slice(&1u64.to_le_bytes());
+    if stat[FILESTAT_FILETYPE] == FILETYPE_DIRECTORY {
+        stat[FILESTAT_SIZE..FILESTAT_SIZE + 8].fill(0);
+    }
+    stat[FILESTAT_TIMES..].fill(0);
+    Ok(errno)
 }
 
 fn memory(caller: &mut Caller<'_, StoreData>) -> Option<wasmtime::Memory> {

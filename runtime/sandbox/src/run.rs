@@ -369,6 +369,7 @@ impl Sandbox {
                     random: SeededStream::new(&seed, index as u32, "random_get"),
                     limit_hit: None,
                 },
+                inodes: Default::default(),
             };
             data.rec.push(
                 "tally.stage_start",

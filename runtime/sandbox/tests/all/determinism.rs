@@ -173,3 +173,43 @@ fn generated_programs_claim_the_same_on_cranelift_and_pulley() {
         "only {compared} generated programs compared"
     );
 }
+
+#[test]
+pub fn stat_files() {
+    // What WASI says about a granted file or directory must not depend on
+    // the host: its times, link count, inode number and a directory's size
+    // are the host's own unless pinned. Two stages are granted the file (on
+    // the host, two links to one copy), and the run is repeated a second
+    // later by another sandbox (new copies, new times).
+    let stage = "args = [\"data/a.bin\", \"data\"]\nread = [\"data/a.bin\"]";
+    let pkg = Pkg::new()
+        .file("data/a.bin", &[7u8; 1000])
+        .guest_stage("stat-files", stage)
+        .guest_stage("stat-files", stage)
+        .build();
+    let first = run(&pkg, b"");
+    assert_eq!(first.claim.outcome, Outcome::Ok, "{:?}", first.stderr);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = Sandbox::new(SandboxConfig::default())
+        .unwrap()
+        .run(&pkg, &RunRequest::new(b""))
+        .unwrap();
+    assert_eq!(
+        first.claim,
+        second.claim,
+        "{}\n{}",
+        text(&first),
+        text(&second)
+    );
+    // `via dev ino filetype nlink size atim mtim ctim`: inodes numbered by
+    // first sight, one link, no times, directories of size 0.
+    let out = text(&first);
+    for want in [
+        "data/a.bin path 1 1 4 1 1000 0 0 0",
+        "data/a.bin fd 1 1 4 1 1000 0 0 0",
+        "data path 1 2 3 1 0 0 0 0",
+        "/pkg fd 1 3 3 1 0 0 0 0",
+    ] {
+        assert!(out.lines().any(|l| l == want), "no `{want}` in\n{out}");
+    }
+}

@@ -19,7 +19,7 @@ macro_rules! assert_test_exists {
 /// compile.
 mod guest_tests {
     pub use crate::adversarial::{chatter, escape, flood, membomb, recurse, sockets, spin, trap};
-    pub use crate::determinism::entropy;
+    pub use crate::determinism::{entropy, stat_files};
     pub use crate::nn::{nn_abuse, nn_fuzz, nn_run, vad_probs, vad_segments};
     pub use crate::ocr::{ocr_detect, ocr_recognize};
     pub use crate::pipeline::{cat_file, echo, exit, preprocess, tensor_stats, upper};
