@@ -994,3 +994,53 @@ fn a_loaded_graph_is_weighed_again_as_it_grows() {
         assert!(weight(&sb) > before, "{kind:?}: {before} → {}", weight(&sb));
     }
 }
+
+#[test]
+fn output_copies_are_paid_per_byte_before_they_are_made() {
+    // `get_output` pays NN_FUEL_PER_BYTE for every byte it copies into the
+    // guest, first: there is a window of fuel budgets (as wide as the copy)
+    // in which the run gets through `compute` and is stopped at
+    // `get_output`, with a refusal that names the copy. Found by bisection
+    // on the budget.
+    let n: usize = 1 << 18;
+    let pkg = nn_run_package(
+        tally_test_artifacts::onnx::identity(),
+        "",
+        &["g", &n.to_string()],
+    );
+    let input = f32_zeros(n);
+    let sb = sandbox(BackendKind::Tract);
+    let (mut lo, mut hi) = (
+        0,
+        sb.run(&pkg, &RunRequest::new(&input))
+            .unwrap()
+            .claim
+            .fuel_consumed,
+    );
+    let want = format!("copying {} bytes", 4 * n);
+    while hi - lo > 1 {
+        let fuel = lo + (hi - lo) / 2;
+        let r = sb
+            .run(&pkg, &RunRequest::new(&input).fuel(Some(fuel)))
+            .unwrap();
+        let last = r
+            .transcript
+            .calls()
+            .iter()
+            .rev()
+            .find(|c| c.func.starts_with("wasi_ephemeral_nn."))
+            .cloned();
+        match last {
+            Some(c) if c.func.ends_with(".get_output") => {
+                if c.detail.as_deref().unwrap_or_default().contains(&want) {
+                    assert_limit(&r, "fuel");
+                    return;
+                }
+                // The copy was made: the budget ran out after it.
+                hi = fuel;
+            }
+            _ => lo = fuel,
+        }
+    }
+    panic!("no budget stops the run at get_output for lack of fuel for the copy");
+}
