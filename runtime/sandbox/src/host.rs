@@ -250,6 +250,9 @@ pub(crate) fn install_call_hook(store: &mut Store<StoreData>) {
     });
 }
 
+/// What [`filestat`] pins, in the profile digest.
+pub(crate) const FILESTAT_TAG: &str = "tally.Filestat.v1:times=0;nlink=1;ino=first-seen;dir-size=0";
+
 /// Byte offsets in a preview-1 `filestat`.
 const FILESTAT_INO: usize = 8;
 const FILESTAT_FILETYPE: usize = 16;

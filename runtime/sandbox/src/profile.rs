@@ -132,6 +132,7 @@ pub fn engine_info(engine: &wasmtime::Engine, unmetered: bool) -> EngineInfo {
         .u64(VIRTUAL_MONOTONIC_NS)
         .str(crate::host::RANDOM_TAG)
         .str(crate::host::SEED_TAG)
+        .str(crate::host::FILESTAT_TAG)
         .str(if unmetered { "fuel=off" } else { "fuel=on" })
         .u64(NN_MAX_GRAPHS as u64)
         .u64(NN_MAX_CONTEXTS as u64)
