@@ -14,7 +14,7 @@ use tally_sandbox::{
 };
 use tally_test_artifacts::pkg::{asset, assets_dir, Pkg};
 
-use crate::util::{assert_limit, text};
+use crate::util::{assert_limit, last_nn_call, text};
 
 const RATE: usize = 16_000;
 
@@ -1023,14 +1023,7 @@ fn output_copies_are_paid_per_byte_before_they_are_made() {
         let r = sb
             .run(&pkg, &RunRequest::new(&input).fuel(Some(fuel)))
             .unwrap();
-        let last = r
-            .transcript
-            .calls()
-            .iter()
-            .rev()
-            .find(|c| c.func.starts_with("wasi_ephemeral_nn."))
-            .cloned();
-        match last {
+        match last_nn_call(&r).cloned() {
             Some(c) if c.func.ends_with(".get_output") => {
                 if c.detail.as_deref().unwrap_or_default().contains(&want) {
                     assert_limit(&r, "fuel");

@@ -151,13 +151,7 @@ fn the_wall_clock_backstop_stops_a_running_portable_inference() {
     }
     assert!(r.computes.is_empty());
     // The interrupted call is the stage's last wasi-nn call in the transcript.
-    let last = r
-        .transcript
-        .calls()
-        .iter()
-        .rev()
-        .find(|c| c.func.starts_with("wasi_ephemeral_nn."))
-        .unwrap();
+    let last = crate::util::last_nn_call(&r).unwrap();
     assert_eq!(last.func, "wasi_ephemeral_nn.compute");
     assert!(
         last.detail

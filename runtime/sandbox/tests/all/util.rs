@@ -29,3 +29,12 @@ pub fn assert_limit(r: &RunResult, limit: &str) {
 pub fn text(r: &RunResult) -> String {
     String::from_utf8_lossy(&r.output).into_owned()
 }
+
+/// The last wasi-nn call in `r`'s transcript.
+pub fn last_nn_call(r: &RunResult) -> Option<&tally_receipt::HostCall> {
+    r.transcript
+        .calls()
+        .iter()
+        .rev()
+        .find(|c| c.func.starts_with("wasi_ephemeral_nn."))
+}
