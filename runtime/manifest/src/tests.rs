@@ -218,3 +218,55 @@ fn bad_graphs_name_the_field() {
         assert!(e.to_string().contains(says), "{e}");
     }
 }
+
+/// A manifest that sets every field the package id encodes.
+fn every_field() -> Manifest {
+    let text = format!(
+        r#"
+[package]
+name = "golden"
+version = "1.2.3"
+description = "every field"
+publisher = "{PUB}"
+
+[limits]
+fuel = 5000
+memory_bytes = 65536
+host_calls = 77
+
+[modules.pre]
+path = "pre.wasm"
+digest = "{D1}"
+
+[[files]]
+path = "data/labels.txt"
+digest = "{D1}"
+
+[graphs.det]
+path = "det.onnx"
+digest = "{D1}"
+targets = ["cpu", "gpu"]
+tolerance = {{ abs = 0.5, rel = 0.25, argmax = true }}
+outputs = [{{ index = 1, abs = 0.125, rel = 0.0, argmax = false }}]
+
+[[stages]]
+name = "pre"
+module = "pre"
+args = ["--size", "32"]
+env = {{ MODE = "fast", Z = "" }}
+read = ["data/labels.txt"]
+graphs = ["det"]
+"#
+    );
+    Manifest::parse(&text, "tally.toml").unwrap()
+}
+
+#[test]
+fn package_id_is_pinned() {
+    // Changing the manifest encoding changes every package id: bump
+    // MANIFEST_TAG and say so in the changelog.
+    assert_eq!(
+        every_field().id().to_string(),
+        "ce72062e41ed7bfb8e09fef2300bde32ca00ab93ed093fa25fee5875f5970999"
+    );
+}

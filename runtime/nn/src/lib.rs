@@ -35,6 +35,10 @@ pub use tally_nn_tract::{
 };
 pub use tract_backend::TractBackend;
 
+/// The tract-onnx version of the native and portable backends (the
+/// workspace pins it; a test checks this against `Cargo.lock`).
+pub const TRACT_ONNX_VERSION: &str = "0.23.9";
+
 /// The backends a run can select.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]

@@ -43,7 +43,8 @@ impl Backend for TractBackend {
     }
     fn detail(&self) -> String {
         format!(
-            "tract-onnx 0.23.9 {} isa={}",
+            "tract-onnx {} {} isa={}",
+            crate::TRACT_ONNX_VERSION,
             std::env::consts::ARCH,
             self.isa
         )

@@ -264,3 +264,30 @@ fn recorded_computes_are_matched_to_compute_calls_failed_ones_included() {
         Err(RecordedError::DigestMismatch { index: 0, .. })
     ));
 }
+
+#[test]
+fn transcript_step_is_pinned() {
+    // Changing the step encoding changes every transcript root: bump
+    // STEP_TAG / TRANSCRIPT_TAG.
+    let mut t = Transcript::new();
+    t.push(HostCall {
+        stage: 1,
+        func: "wasi_snapshot_preview1.fd_read".into(),
+        params: vec![3, -1],
+        results: vec![0],
+        data: Some(Digest::of(b"read")),
+        detail: Some("pkg/labels.txt".into()),
+    });
+    t.push(HostCall {
+        stage: 2,
+        func: "wasi_snapshot_preview1.proc_exit".into(),
+        params: vec![i64::MIN],
+        results: vec![],
+        data: None,
+        detail: None,
+    });
+    assert_eq!(
+        t.root().to_string(),
+        "06fc6ce2b75fe554698532e871ba373c6305b882f568b3946eb4ecfc06ceaf0b"
+    );
+}

@@ -24,7 +24,7 @@ use tally_nn::{
     Signature, Tensor,
 };
 use wasmtime::{
-    Config, Engine, Instance, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
+    Engine, Instance, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
     TypedFunc,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -70,16 +70,10 @@ struct PData {
 }
 
 fn engine() -> Result<Engine, String> {
-    let mut c = Config::new();
-    c.cranelift_nan_canonicalization(true)
-        .relaxed_simd_deterministic(true)
-        .wasm_simd(true)
-        .wasm_relaxed_simd(true)
-        .wasm_threads(false)
-        .wasm_memory64(false)
-        // The run's wall-clock deadline interrupts a running graph: the
-        // engine's epoch advances every EPOCH_TICK (see `ticker`).
-        .epoch_interruption(true)
+    let mut c = crate::profile::semantic_config();
+    // The run's wall-clock deadline interrupts a running graph: the
+    // engine's epoch advances every EPOCH_TICK (see `ticker`).
+    c.epoch_interruption(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
     Engine::new(&c).map_err(|e| format!("{e:#}"))
 }
@@ -180,8 +174,10 @@ impl Backend for PortableBackend {
     }
     fn detail(&self) -> String {
         format!(
-            "tract-onnx 0.23.9 wasm32-wasip1+simd128 module={}",
-            module_digest()
+            "tract-onnx {} wasm32-wasip1+simd128 module={} semantics={}",
+            tally_nn::TRACT_ONNX_VERSION,
+            module_digest(),
+            crate::profile::semantics_digest()
         )
     }
     fn warm(&self) -> Result<(), NnError> {

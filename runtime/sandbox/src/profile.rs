@@ -78,30 +78,135 @@ pub fn cost_table_digest() -> Digest {
     Digest::of(&table)
 }
 
-/// The wasmtime configuration for `config`.
+/// One wasmtime setting that can change what a module computes: its name,
+/// as hashed into the profile, and how it is applied.
+struct Semantic {
+    name: &'static str,
+    apply: fn(&mut Config),
+}
+
+/// The WebAssembly semantics of every engine Tally creates: the guests'
+/// engine and the portable backend's. Both are configured from this table
+/// and the profile digest hashes its names, so a setting cannot be applied
+/// without being hashed, nor hashed without being applied.
+const SEMANTICS: &[Semantic] = &[
+    Semantic {
+        name: "nan_canonicalization=on",
+        apply: |c| {
+            c.cranelift_nan_canonicalization(true);
+        },
+    },
+    Semantic {
+        name: "relaxed_simd=deterministic",
+        apply: |c| {
+            c.relaxed_simd_deterministic(true).wasm_relaxed_simd(true);
+        },
+    },
+    Semantic {
+        name: "simd=on",
+        apply: |c| {
+            c.wasm_simd(true);
+        },
+    },
+    Semantic {
+        name: "threads=off",
+        apply: |c| {
+            c.wasm_threads(false);
+        },
+    },
+    Semantic {
+        name: "shared_everything_threads=off",
+        apply: |c| {
+            c.wasm_shared_everything_threads(false);
+        },
+    },
+    Semantic {
+        name: "memory64=off",
+        apply: |c| {
+            c.wasm_memory64(false);
+        },
+    },
+    Semantic {
+        name: "gc=off",
+        apply: |c| {
+            c.wasm_gc(false);
+        },
+    },
+    Semantic {
+        name: "function_references=off",
+        apply: |c| {
+            c.wasm_function_references(false);
+        },
+    },
+    Semantic {
+        name: "exceptions=off",
+        apply: |c| {
+            c.wasm_exceptions(false);
+        },
+    },
+    Semantic {
+        name: "stack_switching=off",
+        apply: |c| {
+            c.wasm_stack_switching(false);
+        },
+    },
+    Semantic {
+        name: "component_model=off",
+        apply: |c| {
+            c.wasm_component_model(false);
+        },
+    },
+    Semantic {
+        name: "custom_page_sizes=off",
+        apply: |c| {
+            c.wasm_custom_page_sizes(false);
+        },
+    },
+    Semantic {
+        name: "wide_arithmetic=off",
+        apply: |c| {
+            c.wasm_wide_arithmetic(false);
+        },
+    },
+];
+
+/// What the sandbox's own code guarantees about a run (no engine setting
+/// expresses them); named here so that changing one changes the profile.
+const RULES: &[&str] = &[
+    "stack_overflow=nondeterministic",
+    "fuel_on_trap=remaining_budget",
+    "wasi=preview1:read-only-pkg,no-sockets,manifest-env",
+];
+
+/// A wasmtime configuration with [`SEMANTICS`] applied.
+pub(crate) fn semantic_config() -> Config {
+    let mut c = Config::new();
+    for s in SEMANTICS {
+        (s.apply)(&mut c);
+    }
+    c
+}
+
+/// The digest of [`SEMANTICS`] alone: what the portable backend's engine
+/// promises (it reports it in its backend detail).
+pub(crate) fn semantics_digest() -> Digest {
+    let mut c = Canon::new("tally.EngineSemantics.v1");
+    for s in SEMANTICS {
+        c.str(s.name);
+    }
+    c.finish()
+}
+
+/// The wasmtime configuration of the guests' engine for `config`.
 pub fn wasmtime_config(config: &SandboxConfig) -> Result<Config, SandboxError> {
     let engine_err = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
-    let mut c = Config::new();
+    let mut c = semantic_config();
     if config.target == Target::Pulley {
         c.target("pulley64").map_err(engine_err)?;
     }
     c.consume_fuel(!config.unmetered)
         .operator_cost(OperatorCost::new())
         .epoch_interruption(true)
-        .cranelift_nan_canonicalization(true)
-        .relaxed_simd_deterministic(true)
-        .wasm_simd(true)
-        .wasm_relaxed_simd(true)
-        .wasm_threads(false)
-        .wasm_shared_everything_threads(false)
-        .wasm_memory64(false)
-        .wasm_gc(false)
-        .wasm_function_references(false)
-        .wasm_exceptions(false)
-        .wasm_stack_switching(false)
-        .wasm_component_model(false)
-        .wasm_custom_page_sizes(false)
-        .wasm_wide_arithmetic(false)
         .max_wasm_stack(MAX_WASM_STACK)
         .parallel_compilation(true);
     if config.pooling {
@@ -120,8 +225,9 @@ pub fn wasmtime_config(config: &SandboxConfig) -> Result<Config, SandboxError> {
     Ok(c)
 }
 
-/// The profile digest (host-independent) and the target digest.
-pub fn engine_info(engine: &wasmtime::Engine, unmetered: bool) -> EngineInfo {
+/// The profile digest: host-independent, it must match for a replay to
+/// verify.
+pub fn profile_digest(unmetered: bool) -> Digest {
     let mut c = Canon::new(PROFILE_TAG);
     c.str(WASMTIME_VERSION)
         .digest(&cost_table_digest())
@@ -143,27 +249,15 @@ pub fn engine_info(engine: &wasmtime::Engine, unmetered: bool) -> EngineInfo {
         .u64(NN_FUEL_PER_BYTE)
         .u64(NN_SIGNATURE_FUEL)
         .str(NN_COST_TAG);
-    for knob in [
-        "nan_canonicalization=on",
-        "relaxed_simd=deterministic",
-        "simd=on",
-        "threads=off",
-        "shared_everything_threads=off",
-        "memory64=off",
-        "gc=off",
-        "function_references=off",
-        "exceptions=off",
-        "stack_switching=off",
-        "component_model=off",
-        "custom_page_sizes=off",
-        "wide_arithmetic=off",
-        "stack_overflow=nondeterministic",
-        "fuel_on_trap=remaining_budget",
-        "wasi=preview1:read-only-pkg,no-sockets,manifest-env",
-    ] {
-        c.str(knob);
+    for name in SEMANTICS.iter().map(|s| s.name).chain(RULES.iter().copied()) {
+        c.str(name);
     }
-    let profile = c.finish();
+    c.finish()
+}
+
+/// The profile digest (host-independent) and the target digest.
+pub fn engine_info(engine: &wasmtime::Engine, unmetered: bool) -> EngineInfo {
+    let profile = profile_digest(unmetered);
     let compat = digest_hash(
         "tally.EngineCompat.v1",
         &engine.precompile_compatibility_hash(),
@@ -176,5 +270,40 @@ pub fn engine_info(engine: &wasmtime::Engine, unmetered: bool) -> EngineInfo {
         wasmtime_version: WASMTIME_VERSION.into(),
         profile,
         target,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_profile_digest_is_pinned() {
+        // Any change here changes every claim: a replay on an older host then
+        // reports a profile mismatch. Update the value deliberately.
+        assert_eq!(
+            profile_digest(false).to_string(),
+            "d436f93fc26d00ece6a76b163cb4169a06fa8798eca7a64a5adc829a7f9c7359"
+        );
+        assert_ne!(profile_digest(false), profile_digest(true));
+    }
+
+    /// The versions a claim names are the ones the lock file builds.
+    #[test]
+    fn named_versions_are_the_locked_ones() {
+        let lock: toml::Value =
+            toml::from_str(include_str!("../../../Cargo.lock")).expect("Cargo.lock parses");
+        let locked = |name: &str| -> String {
+            let packages = lock["package"].as_array().expect("packages");
+            let found: Vec<&str> = packages
+                .iter()
+                .filter(|p| p["name"].as_str() == Some(name))
+                .filter_map(|p| p["version"].as_str())
+                .collect();
+            assert_eq!(found.len(), 1, "one {name} in Cargo.lock: {found:?}");
+            found[0].to_string()
+        };
+        assert_eq!(WASMTIME_VERSION, locked("wasmtime"));
+        assert_eq!(tally_nn::TRACT_ONNX_VERSION, locked("tract-onnx"));
     }
 }
