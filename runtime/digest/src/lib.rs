@@ -226,10 +226,28 @@ impl Canon {
         self
     }
 
+    /// Writes a value's canonical encoding ([`Encode`]).
+    pub fn put<T: Encode + ?Sized>(&mut self, v: &T) -> &mut Self {
+        v.encode(self);
+        self
+    }
+
     /// The digest of everything written.
     pub fn finish(&self) -> Digest {
         self.hasher.finalize().into()
     }
+}
+
+/// A structure with a canonical encoding: what a digest of it seals.
+///
+/// Implementations destructure `self` **without `..`**, so that a field
+/// added to the structure does not compile until it is either encoded or
+/// explicitly left out (with a comment saying why). That is what makes a
+/// sealed structure complete by construction; a golden test per structure
+/// then pins the encoding itself.
+pub trait Encode {
+    /// Writes every field, in a fixed order.
+    fn encode(&self, c: &mut Canon);
 }
 
 /// Adapts [`std::hash::Hash`] values (such as wasmtime's engine compatibility

@@ -48,7 +48,7 @@ use std::collections::BTreeMap;
 
 pub use error::{ManifestError, ManifestErrorKind};
 use serde::Serialize;
-use tally_digest::Canon;
+use tally_digest::{Canon, Encode};
 pub use tally_digest::Digest;
 
 /// The domain tag of the manifest's canonical encoding.
@@ -282,17 +282,31 @@ impl Limits {
             wall_time_ms: self.wall_time_ms.unwrap_or(Self::DEFAULT_WALL_TIME_MS),
         }
     }
+}
 
+/// Limits are encoded as written: absent stays absent, so a later change of
+/// a default does not change existing package ids.
+impl Encode for Limits {
     fn encode(&self, c: &mut Canon) {
+        let Limits {
+            fuel,
+            memory_bytes,
+            table_elements,
+            module_bytes,
+            output_bytes,
+            stderr_bytes,
+            host_calls,
+            wall_time_ms,
+        } = self;
         for v in [
-            self.fuel,
-            self.memory_bytes,
-            self.table_elements,
-            self.module_bytes,
-            self.output_bytes,
-            self.stderr_bytes,
-            self.host_calls,
-            self.wall_time_ms,
+            fuel,
+            memory_bytes,
+            table_elements,
+            module_bytes,
+            output_bytes,
+            stderr_bytes,
+            host_calls,
+            wall_time_ms,
         ] {
             c.opt(v.as_ref(), |c, v| {
                 c.u64(*v);
@@ -315,17 +329,29 @@ impl ResolvedLimits {
             wall_time_ms: self.wall_time_ms.min(policy.wall_time_ms),
         }
     }
+}
 
-    /// Writes the limits in canonical order (used by receipt claims).
-    pub fn encode(&self, c: &mut Canon) {
-        c.u64(self.fuel)
-            .u64(self.memory_bytes)
-            .u64(self.table_elements)
-            .u64(self.module_bytes)
-            .u64(self.output_bytes)
-            .u64(self.stderr_bytes)
-            .u64(self.host_calls)
-            .u64(self.wall_time_ms);
+/// The limits in force, in canonical order (receipt claims seal them).
+impl Encode for ResolvedLimits {
+    fn encode(&self, c: &mut Canon) {
+        let ResolvedLimits {
+            fuel,
+            memory_bytes,
+            table_elements,
+            module_bytes,
+            output_bytes,
+            stderr_bytes,
+            host_calls,
+            wall_time_ms,
+        } = self;
+        c.u64(*fuel)
+            .u64(*memory_bytes)
+            .u64(*table_elements)
+            .u64(*module_bytes)
+            .u64(*output_bytes)
+            .u64(*stderr_bytes)
+            .u64(*host_calls)
+            .u64(*wall_time_ms);
     }
 }
 
@@ -350,61 +376,7 @@ impl Manifest {
 
     /// The package id: the digest of the canonical encoding.
     pub fn id(&self) -> Digest {
-        let mut c = Canon::new(MANIFEST_TAG);
-        let p = &self.package;
-        c.str(&p.name)
-            .str(&p.version)
-            .str(&p.description)
-            .bytes(&p.publisher);
-        self.limits.encode(&mut c);
-        c.u64(self.modules.len() as u64);
-        for (name, f) in &self.modules {
-            c.str(name).str(&f.path).digest(&f.digest);
-        }
-        c.seq(&self.files, |c, f| {
-            c.str(&f.path).digest(&f.digest);
-        });
-        c.seq(&self.stages, |c, s| {
-            c.str(&s.name).str(&s.module);
-            c.seq(&s.args, |c, a| {
-                c.str(a);
-            });
-            c.u64(s.env.len() as u64);
-            for (k, v) in &s.env {
-                c.str(k).str(v);
-            }
-            c.seq(&s.read, |c, r| {
-                c.str(r);
-            });
-            c.seq(&s.graphs, |c, g| {
-                c.str(g);
-            });
-        });
-        c.u64(self.graphs.len() as u64);
-        for (name, g) in &self.graphs {
-            c.str(name).str(&g.file.path).digest(&g.file.digest);
-            c.str(match g.encoding {
-                GraphEncoding::Onnx => "onnx",
-            });
-            c.seq(&g.targets, |c, t| {
-                c.str(match t {
-                    ExecutionTarget::Cpu => "cpu",
-                    ExecutionTarget::Gpu => "gpu",
-                });
-            });
-            let tol = |c: &mut Canon, t: &Tolerance| {
-                c.u64(t.abs.to_bits())
-                    .u64(t.rel.to_bits())
-                    .u64(t.argmax as u64);
-            };
-            tol(&mut c, &g.tolerance);
-            c.u64(g.outputs.len() as u64);
-            for (i, t) in &g.outputs {
-                c.u32(*i);
-                tol(&mut c, t);
-            }
-        }
-        c.finish()
+        Canon::new(MANIFEST_TAG).put(self).finish()
     }
 
     /// Every file of the package (modules first, by name; then data files;
@@ -457,3 +429,111 @@ pub fn check_relative_path(path: &str) -> Result<(), &'static str> {
 
 #[cfg(test)]
 mod tests;
+
+impl Encode for Manifest {
+    fn encode(&self, c: &mut Canon) {
+        let Manifest {
+            package,
+            limits,
+            modules,
+            files,
+            graphs,
+            stages,
+        } = self;
+        c.put(package).put(limits).u64(modules.len() as u64);
+        for (name, f) in modules {
+            c.str(name).put(f);
+        }
+        c.seq(files, |c, f| {
+            c.put(f);
+        })
+        .seq(stages, |c, s| {
+            c.put(s);
+        })
+        .u64(graphs.len() as u64);
+        for (name, g) in graphs {
+            c.str(name).put(g);
+        }
+    }
+}
+
+impl Encode for PackageInfo {
+    fn encode(&self, c: &mut Canon) {
+        let PackageInfo {
+            name,
+            version,
+            description,
+            publisher,
+        } = self;
+        c.str(name).str(version).str(description).bytes(publisher);
+    }
+}
+
+impl Encode for FileRef {
+    fn encode(&self, c: &mut Canon) {
+        let FileRef { path, digest } = self;
+        c.str(path).digest(digest);
+    }
+}
+
+impl Encode for Stage {
+    fn encode(&self, c: &mut Canon) {
+        let Stage {
+            name,
+            module,
+            args,
+            env,
+            read,
+            graphs,
+        } = self;
+        c.str(name)
+            .str(module)
+            .seq(args, |c, a| {
+                c.str(a);
+            })
+            .u64(env.len() as u64);
+        for (k, v) in env {
+            c.str(k).str(v);
+        }
+        c.seq(read, |c, r| {
+            c.str(r);
+        })
+        .seq(graphs, |c, g| {
+            c.str(g);
+        });
+    }
+}
+
+impl Encode for Graph {
+    fn encode(&self, c: &mut Canon) {
+        let Graph {
+            file,
+            encoding,
+            targets,
+            tolerance,
+            outputs,
+        } = self;
+        c.put(file)
+            .str(match encoding {
+                GraphEncoding::Onnx => "onnx",
+            })
+            .seq(targets, |c, t| {
+                c.str(match t {
+                    ExecutionTarget::Cpu => "cpu",
+                    ExecutionTarget::Gpu => "gpu",
+                });
+            })
+            .put(tolerance)
+            .u64(outputs.len() as u64);
+        for (i, t) in outputs {
+            c.u32(*i).put(t);
+        }
+    }
+}
+
+impl Encode for Tolerance {
+    fn encode(&self, c: &mut Canon) {
+        let Tolerance { abs, rel, argmax } = self;
+        c.u64(abs.to_bits()).u64(rel.to_bits()).u64(*argmax as u64);
+    }
+}

@@ -1,7 +1,7 @@
 //! The claim: what a run determined, and how two claims are compared.
 
 use serde::{Deserialize, Serialize};
-use tally_digest::{Canon, Digest};
+use tally_digest::{Canon, Digest, Encode};
 use tally_manifest::ResolvedLimits;
 
 /// The domain tag of the claim's canonical encoding.
@@ -159,6 +159,9 @@ impl Outcome {
         !matches!(self, Outcome::Aborted { .. })
     }
 
+}
+
+impl Encode for Outcome {
     fn encode(&self, c: &mut Canon) {
         match self {
             Outcome::Ok => {
@@ -206,33 +209,85 @@ impl Claim {
     /// The claim digest: blake3 under [`CLAIM_TAG`] over the canonical
     /// encoding of every field, in declaration order.
     pub fn digest(&self) -> Digest {
-        let mut c = Canon::new(CLAIM_TAG);
-        c.u32(self.format_version)
-            .str(&self.tally_version)
-            .str(&self.engine.wasmtime_version)
-            .digest(&self.engine.profile)
-            .digest(&self.engine.target)
-            .str(&self.backend.kind)
-            .str(&self.backend.detail)
-            .digest(&self.package_id)
-            .digest(&self.input)
-            .digest(&self.output)
-            .u64(self.output_len)
-            .digest(&self.seed);
-        self.limits.encode(&mut c);
-        c.seq(&self.stages, |c, s| {
-            c.str(&s.name)
-                .digest(&s.module)
-                .digest(&s.stdin)
-                .digest(&s.stdout)
-                .digest(&s.stderr)
-                .u64(s.fuel_consumed)
-                .u64(s.host_calls);
-        });
-        c.u64(self.fuel_consumed);
-        self.outcome.encode(&mut c);
-        c.digest(&self.transcript_root).u64(self.host_calls);
-        c.finish()
+        Canon::new(CLAIM_TAG).put(self).finish()
+    }
+}
+
+impl Encode for Claim {
+    fn encode(&self, c: &mut Canon) {
+        let Claim {
+            format_version,
+            tally_version,
+            engine,
+            backend,
+            package_id,
+            input,
+            output,
+            output_len,
+            seed,
+            limits,
+            stages,
+            fuel_consumed,
+            outcome,
+            transcript_root,
+            host_calls,
+        } = self;
+        c.u32(*format_version)
+            .str(tally_version)
+            .put(engine)
+            .put(backend)
+            .digest(package_id)
+            .digest(input)
+            .digest(output)
+            .u64(*output_len)
+            .digest(seed)
+            .put(limits)
+            .seq(stages, |c, s| {
+                c.put(s);
+            })
+            .u64(*fuel_consumed)
+            .put(outcome)
+            .digest(transcript_root)
+            .u64(*host_calls);
+    }
+}
+
+impl Encode for EngineInfo {
+    fn encode(&self, c: &mut Canon) {
+        let EngineInfo {
+            wasmtime_version,
+            profile,
+            target,
+        } = self;
+        c.str(wasmtime_version).digest(profile).digest(target);
+    }
+}
+
+impl Encode for BackendInfo {
+    fn encode(&self, c: &mut Canon) {
+        let BackendInfo { kind, detail } = self;
+        c.str(kind).str(detail);
+    }
+}
+
+impl Encode for StageClaim {
+    fn encode(&self, c: &mut Canon) {
+        let StageClaim {
+            name,
+            module,
+            stdin,
+            stdout,
+            stderr,
+            fuel_consumed,
+            host_calls,
+        } = self;
+        c.str(name)
+            .digest(module)
+            .digest(stdin)
+            .digest(stdout)
+            .digest(stderr)
+            .u64(*fuel_consumed)
+            .u64(*host_calls);
     }
 }
 

@@ -1,7 +1,7 @@
 //! The transcript: every host call a run made, in order, hash-chained.
 
 use serde::{Deserialize, Serialize};
-use tally_digest::{Canon, Digest};
+use tally_digest::{Canon, Digest, Encode};
 
 /// Domain tag of the empty transcript's root.
 pub const TRANSCRIPT_TAG: &str = "tally.Transcript.v1";
@@ -30,21 +30,30 @@ pub struct HostCall {
     pub detail: Option<String>,
 }
 
-impl HostCall {
+impl Encode for HostCall {
     fn encode(&self, c: &mut Canon) {
-        c.u32(self.stage).str(&self.func);
-        c.seq(&self.params, |c, v| {
-            c.i64(*v);
-        });
-        c.seq(&self.results, |c, v| {
-            c.i64(*v);
-        });
-        c.opt(self.data.as_ref(), |c, d| {
-            c.digest(d);
-        });
-        c.opt(self.detail.as_ref(), |c, d| {
-            c.str(d);
-        });
+        let HostCall {
+            stage,
+            func,
+            params,
+            results,
+            data,
+            detail,
+        } = self;
+        c.u32(*stage)
+            .str(func)
+            .seq(params, |c, v| {
+                c.i64(*v);
+            })
+            .seq(results, |c, v| {
+                c.i64(*v);
+            })
+            .opt(data.as_ref(), |c, d| {
+                c.digest(d);
+            })
+            .opt(detail.as_ref(), |c, d| {
+                c.str(d);
+            });
     }
 }
 
@@ -107,8 +116,7 @@ impl Transcript {
     /// Appends a call and advances the root.
     pub fn push(&mut self, call: HostCall) {
         let mut c = Canon::new(STEP_TAG);
-        c.digest(&self.root);
-        call.encode(&mut c);
+        c.digest(&self.root).put(&call);
         self.root = c.finish();
         self.calls.push(call);
     }
