@@ -23,13 +23,13 @@ fn every_adversarial_guest_ends_in_its_receipted_outcome() {
             "membomb",
             "[limits]\nmemory_bytes = 33_554_432",
             "limit_exceeded",
-            "memory",
+            "memory_bytes",
         ),
         (
             "flood",
             "[limits]\noutput_bytes = 100_000",
             "limit_exceeded",
-            "output",
+            "output_bytes",
         ),
         (
             "chatter",

@@ -48,8 +48,8 @@ use std::collections::BTreeMap;
 
 pub use error::{ManifestError, ManifestErrorKind};
 use serde::Serialize;
-use tally_digest::{Canon, Encode};
 pub use tally_digest::Digest;
+use tally_digest::{Canon, Encode};
 
 /// The domain tag of the manifest's canonical encoding.
 pub const MANIFEST_TAG: &str = "tally.Manifest.v1";
@@ -218,7 +218,7 @@ pub struct Limits {
     /// Default: [`Limits::DEFAULT_OUTPUT_BYTES`].
     pub output_bytes: Option<u64>,
     /// Largest stderr of any stage, in bytes; a stage that fails after
-    /// filling it ends with the `stderr` limit. Default:
+    /// filling it ends with the `stderr_bytes` limit. Default:
     /// [`Limits::DEFAULT_STDERR_BYTES`].
     pub stderr_bytes: Option<u64>,
     /// Most host calls in a run (the transcript length).
@@ -227,6 +227,61 @@ pub struct Limits {
     /// Wall-clock backstop for the whole run, in milliseconds. Hitting it is
     /// not a deterministic outcome. Default: [`Limits::DEFAULT_WALL_TIME_MS`].
     pub wall_time_ms: Option<u64>,
+}
+
+/// A deterministic limit a run can hit (a `limit_exceeded` outcome), named
+/// exactly as its field of `[limits]` and [`ResolvedLimits`]. The wall-time
+/// backstop is not one: hitting it is not deterministic, so it aborts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Limit {
+    /// [`Limits::fuel`].
+    Fuel,
+    /// [`Limits::memory_bytes`].
+    MemoryBytes,
+    /// [`Limits::table_elements`].
+    TableElements,
+    /// [`Limits::module_bytes`].
+    ModuleBytes,
+    /// [`Limits::output_bytes`].
+    OutputBytes,
+    /// [`Limits::stderr_bytes`].
+    StderrBytes,
+    /// [`Limits::host_calls`].
+    HostCalls,
+}
+
+impl Limit {
+    /// Every limit.
+    pub const ALL: [Limit; 7] = [
+        Limit::Fuel,
+        Limit::MemoryBytes,
+        Limit::TableElements,
+        Limit::ModuleBytes,
+        Limit::OutputBytes,
+        Limit::StderrBytes,
+        Limit::HostCalls,
+    ];
+
+    /// Its name: the manifest field, and what claims record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Fuel => "fuel",
+            Limit::MemoryBytes => "memory_bytes",
+            Limit::TableElements => "table_elements",
+            Limit::ModuleBytes => "module_bytes",
+            Limit::OutputBytes => "output_bytes",
+            Limit::StderrBytes => "stderr_bytes",
+            Limit::HostCalls => "host_calls",
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// [`Limits`] with every default applied.

@@ -270,3 +270,20 @@ fn package_id_is_pinned() {
         "ce72062e41ed7bfb8e09fef2300bde32ca00ab93ed093fa25fee5875f5970999"
     );
 }
+
+#[test]
+fn each_limit_is_named_as_its_manifest_field() {
+    let fields = toml::Value::try_from(Limits::default().resolve()).unwrap();
+    for limit in Limit::ALL {
+        assert!(
+            fields.get(limit.name()).is_some(),
+            "{limit} is not a field of [limits]"
+        );
+        let json = toml::Value::try_from(std::collections::BTreeMap::from([("l", limit)])).unwrap();
+        assert_eq!(
+            json["l"].as_str(),
+            Some(limit.name()),
+            "serde name of {limit:?}"
+        );
+    }
+}

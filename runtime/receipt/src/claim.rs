@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use tally_digest::{Canon, Digest, Encode};
-use tally_manifest::ResolvedLimits;
+use tally_manifest::{Limit, ResolvedLimits};
 
 /// The domain tag of the claim's canonical encoding.
 pub const CLAIM_TAG: &str = "tally.ReceiptClaim.v1";
@@ -120,13 +120,12 @@ pub enum Outcome {
         /// wasmtime's trap code, e.g. `unreachable`.
         trap: String,
     },
-    /// A stage hit a limit: `fuel`, `memory`, `table`, `output`,
-    /// `host_calls` or `module_bytes`. Deterministic.
+    /// A stage hit a limit. Deterministic.
     LimitExceeded {
         /// The stage.
         stage: String,
-        /// Which limit.
-        limit: String,
+        /// Which limit, named as in the manifest's `[limits]`.
+        limit: Limit,
     },
     /// A stage's module was rejected before it ran (not valid WebAssembly,
     /// imports outside the allowed set). Deterministic.
@@ -143,9 +142,38 @@ pub enum Outcome {
     Aborted {
         /// The stage.
         stage: String,
-        /// `wall_time` or `stack_overflow`.
-        reason: String,
+        /// Why.
+        reason: AbortReason,
+        /// What the host knows more (a host error's message), or empty.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
     },
+}
+
+/// Why a run was stopped without a deterministic outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AbortReason {
+    /// The wall-clock backstop (`wall_time_ms`).
+    WallTime,
+    /// The wasm stack overflowed: its depth differs between compilers and
+    /// targets.
+    StackOverflow,
+    /// The host failed (an engine or resource error that is not the
+    /// guest's doing); `detail` says what.
+    HostError,
+}
+
+impl AbortReason {
+    /// Its name in claims.
+    pub fn name(self) -> &'static str {
+        match self {
+            AbortReason::WallTime => "wall_time",
+            AbortReason::StackOverflow => "stack_overflow",
+            AbortReason::HostError => "host_error",
+        }
+    }
 }
 
 impl Outcome {
@@ -158,7 +186,6 @@ impl Outcome {
     pub fn is_deterministic(&self) -> bool {
         !matches!(self, Outcome::Aborted { .. })
     }
-
 }
 
 impl Encode for Outcome {
@@ -174,13 +201,17 @@ impl Encode for Outcome {
                 c.u8(2).str(stage).str(trap);
             }
             Outcome::LimitExceeded { stage, limit } => {
-                c.u8(3).str(stage).str(limit);
+                c.u8(3).str(stage).str(limit.name());
             }
             Outcome::Rejected { stage, reason } => {
                 c.u8(4).str(stage).str(reason);
             }
-            Outcome::Aborted { stage, reason } => {
-                c.u8(5).str(stage).str(reason);
+            Outcome::Aborted {
+                stage,
+                reason,
+                detail,
+            } => {
+                c.u8(5).str(stage).str(reason.name()).str(detail);
             }
         }
     }
@@ -198,8 +229,18 @@ impl std::fmt::Display for Outcome {
             Outcome::Rejected { stage, reason } => {
                 write!(f, "stage `{stage}` was rejected: {reason}")
             }
-            Outcome::Aborted { stage, reason } => {
-                write!(f, "stage `{stage}` was aborted ({reason}; not deterministic, cannot be verified by replay)")
+            Outcome::Aborted {
+                stage,
+                reason,
+                detail,
+            } => {
+                let reason = reason.name();
+                let detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                };
+                write!(f, "stage `{stage}` was aborted ({reason}{detail}; not deterministic, cannot be verified by replay)")
             }
         }
     }

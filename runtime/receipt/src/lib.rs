@@ -35,12 +35,14 @@ mod recorded;
 mod transcript;
 mod verdict;
 
-pub use claim::{compare, BackendInfo, Claim, EngineInfo, Mismatch, Outcome, StageClaim};
+pub use claim::{
+    compare, AbortReason, BackendInfo, Claim, EngineInfo, Mismatch, Outcome, StageClaim,
+};
 pub use recorded::{
     decode_recorded, encode_recorded, RecordedCompute, RecordedComputes, RecordedError,
 };
 pub use tally_digest::Digest;
-pub use tally_manifest::ResolvedLimits;
+pub use tally_manifest::{Limit, ResolvedLimits};
 pub use transcript::{Divergence, HostCall, Transcript, TranscriptError, NN_COMPUTE};
 pub use verdict::{InferenceCheck, Verdict};
 
@@ -48,8 +50,30 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use tally_digest::Canon;
 
+/// Where the transcript of the receipt file `receipt` is kept:
+/// `RECEIPT.transcript` beside it (JSON lines, [`Transcript::to_jsonl`]).
+pub fn transcript_path(receipt: &std::path::Path) -> std::path::PathBuf {
+    beside(receipt, ".transcript")
+}
+
+/// Where the recorded inference outputs of the receipt file `receipt` are
+/// kept: `RECEIPT.tensors` beside it ([`encode_recorded`]).
+pub fn tensors_path(receipt: &std::path::Path) -> std::path::PathBuf {
+    beside(receipt, ".tensors")
+}
+
+fn beside(receipt: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut p = receipt.as_os_str().to_owned();
+    p.push(suffix);
+    p.into()
+}
+
 /// The receipt format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+///
+/// 3: `limit_exceeded.limit` names the manifest field (`output_bytes`, not
+/// `output`); `aborted.reason` is one of three names, the host's message
+/// moved to `aborted.detail`.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The domain tag of the message a host signs.
 pub const SEAL_TAG: &str = "tally.Seal.v1";

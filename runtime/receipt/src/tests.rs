@@ -44,7 +44,74 @@ fn claim_digest_is_pinned() {
     // Changing the claim encoding is a format change: bump FORMAT_VERSION.
     assert_eq!(
         claim().digest().to_string(),
-        "c3f922fafd46645c4de7c74e7adb6af07c38509de88aee79733e3a57dc105991"
+        "723bec0b71ee4e0af1b5003fcff114616f2e3e40836712b69c9d0806d8308f80"
+    );
+}
+
+#[test]
+fn every_outcome_is_pinned_in_json_and_in_the_claim() {
+    let outcomes = [
+        Outcome::Ok,
+        Outcome::Exit {
+            stage: "s".into(),
+            code: -3,
+        },
+        Outcome::Trap {
+            stage: "s".into(),
+            trap: "unreachable_code_reached".into(),
+        },
+        Outcome::LimitExceeded {
+            stage: "s".into(),
+            limit: Limit::OutputBytes,
+        },
+        Outcome::Rejected {
+            stage: "s".into(),
+            reason: "not wasm".into(),
+        },
+        Outcome::Aborted {
+            stage: "s".into(),
+            reason: AbortReason::HostError,
+            detail: "out of memory".into(),
+        },
+        Outcome::Aborted {
+            stage: "s".into(),
+            reason: AbortReason::WallTime,
+            detail: String::new(),
+        },
+    ];
+    let json: Vec<String> = outcomes
+        .iter()
+        .map(|o| serde_json::to_string(o).unwrap())
+        .collect();
+    assert_eq!(
+        json,
+        [
+            r#"{"kind":"ok"}"#,
+            r#"{"kind":"exit","stage":"s","code":-3}"#,
+            r#"{"kind":"trap","stage":"s","trap":"unreachable_code_reached"}"#,
+            r#"{"kind":"limit_exceeded","stage":"s","limit":"output_bytes"}"#,
+            r#"{"kind":"rejected","stage":"s","reason":"not wasm"}"#,
+            r#"{"kind":"aborted","stage":"s","reason":"host_error","detail":"out of memory"}"#,
+            r#"{"kind":"aborted","stage":"s","reason":"wall_time"}"#,
+        ]
+    );
+    let mut all = tally_digest::Canon::new("test");
+    for o in outcomes {
+        assert_eq!(
+            serde_json::from_str::<Outcome>(&serde_json::to_string(&o).unwrap()).unwrap(),
+            o
+        );
+        all.digest(
+            &Claim {
+                outcome: o,
+                ..claim()
+            }
+            .digest(),
+        );
+    }
+    assert_eq!(
+        all.finish().to_string(),
+        "47798a3bfaafdd2d368192ad4f710c86c9d87a41b903635f8aa112e901a3b622"
     );
 }
 
@@ -103,7 +170,11 @@ fn truncated_unknown_and_future_receipts_are_rejected() {
     assert!(
         matches!(Receipt::from_json(&extra), Err(ReceiptError::Malformed(m)) if m.contains("bonus"))
     );
-    let future = json.replacen("\"format_version\": 2", "\"format_version\": 9", 1);
+    let future = json.replacen(
+        &format!("\"format_version\": {FORMAT_VERSION}"),
+        "\"format_version\": 9",
+        1,
+    );
     assert!(matches!(
         Receipt::from_json(&future),
         Err(ReceiptError::UnsupportedVersion { found: 9 })

@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use tally_digest::{Canon, Digest};
-use tally_receipt::{HostCall, Transcript};
+use tally_receipt::{HostCall, Limit, Transcript};
 use wasmtime::AsContextMut;
 use wasmtime::{CallHook, Caller, Engine, ExternType, InstancePre, Linker, Module, Store};
 use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
@@ -48,7 +48,7 @@ pub(crate) struct StoreData {
 pub(crate) struct Limiter {
     pub(crate) memory_bytes: usize,
     pub(crate) table_elements: usize,
-    pub(crate) hit: Option<&'static str>,
+    pub(crate) hit: Option<Limit>,
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
@@ -59,7 +59,7 @@ impl wasmtime::ResourceLimiter for Limiter {
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
-            self.hit = Some("memory");
+            self.hit = Some(Limit::MemoryBytes);
             wasmtime::bail!(
                 "memory limit of {} bytes reached (asked for {desired})",
                 self.memory_bytes
@@ -75,7 +75,7 @@ impl wasmtime::ResourceLimiter for Limiter {
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.table_elements {
-            self.hit = Some("table");
+            self.hit = Some(Limit::TableElements);
             wasmtime::bail!(
                 "table limit of {} elements reached (asked for {desired})",
                 self.table_elements
@@ -104,7 +104,7 @@ pub(crate) struct Recorder {
     pub(crate) stage_calls: u64,
     /// The stage's `random_get` stream.
     pub(crate) random: SeededStream,
-    pub(crate) limit_hit: Option<&'static str>,
+    pub(crate) limit_hit: Option<Limit>,
 }
 
 impl Recorder {
@@ -131,7 +131,7 @@ impl Recorder {
 /// A limit reached in a host call: the error unwinds the guest, and
 /// [`Recorder::limit_hit`] says which limit it was.
 #[derive(Debug)]
-pub(crate) struct LimitReached(pub(crate) &'static str);
+pub(crate) struct LimitReached(pub(crate) Limit);
 
 impl std::fmt::Display for LimitReached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -232,8 +232,8 @@ pub(crate) fn install_call_hook(store: &mut Store<StoreData>) {
         }
         let rec = &mut cx.data_mut().rec;
         if rec.calls_left == 0 {
-            rec.limit_hit = Some("host_calls");
-            return Err(LimitReached("host_calls").into());
+            rec.limit_hit = Some(Limit::HostCalls);
+            return Err(LimitReached(Limit::HostCalls).into());
         }
         rec.calls_left -= 1;
         rec.stage_calls += 1;
@@ -242,8 +242,8 @@ pub(crate) fn install_call_hook(store: &mut Store<StoreData>) {
         };
         if left < HOST_CALL_FUEL {
             cx.set_fuel(0)?;
-            cx.data_mut().rec.limit_hit = Some("fuel");
-            return Err(LimitReached("fuel").into());
+            cx.data_mut().rec.limit_hit = Some(Limit::Fuel);
+            return Err(LimitReached(Limit::Fuel).into());
         }
         cx.set_fuel(left - HOST_CALL_FUEL)?;
         Ok(())

@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tally_digest::Digest;
-use tally_manifest::{ExecutionTarget, Manifest};
+use tally_manifest::{ExecutionTarget, Limit, Manifest};
 use tally_nn::{
     byte_len, compare, encode_tensors, Backend, ElemType, LoadedGraph, NnError, Tensor,
 };
@@ -503,8 +503,8 @@ fn pay(
             caller.set_fuel(0)?;
             let detail = format!("{} costs {cost} fuel, {left} left", what());
             record_stop(caller, func, params.to_vec(), detail);
-            caller.data_mut().rec.limit_hit = Some("fuel");
-            return Err(LimitReached("fuel").into());
+            caller.data_mut().rec.limit_hit = Some(Limit::Fuel);
+            return Err(LimitReached(Limit::Fuel).into());
         }
         caller.set_fuel(left - cost)?;
     }

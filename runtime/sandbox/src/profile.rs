@@ -249,7 +249,11 @@ pub fn profile_digest(unmetered: bool) -> Digest {
         .u64(NN_FUEL_PER_BYTE)
         .u64(NN_SIGNATURE_FUEL)
         .str(NN_COST_TAG);
-    for name in SEMANTICS.iter().map(|s| s.name).chain(RULES.iter().copied()) {
+    for name in SEMANTICS
+        .iter()
+        .map(|s| s.name)
+        .chain(RULES.iter().copied())
+    {
         c.str(name);
     }
     c.finish()

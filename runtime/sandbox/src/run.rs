@@ -5,12 +5,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tally_digest::Digest;
-use tally_manifest::{ExecutionTarget, ResolvedLimits, Stage};
+use tally_manifest::{ExecutionTarget, Limit, ResolvedLimits, Stage};
 use tally_nn::decode_tensors;
 use tally_package::Package;
 use tally_receipt::{
-    Claim, InferenceCheck, Outcome, RecordedCompute, RecordedComputes, StageClaim, Transcript,
-    FORMAT_VERSION,
+    AbortReason, Claim, InferenceCheck, Outcome, RecordedCompute, RecordedComputes, StageClaim,
+    Transcript, FORMAT_VERSION,
 };
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
@@ -314,7 +314,7 @@ impl Sandbox {
             let compiled = if bytes.len() as u64 > limits.module_bytes {
                 Err(Outcome::LimitExceeded {
                     stage: stage.name.clone(),
-                    limit: "module_bytes".into(),
+                    limit: Limit::ModuleBytes,
                 })
             } else if let Some(c) = prepared.get(&module.digest) {
                 Ok(c.clone())
@@ -454,16 +454,16 @@ impl Sandbox {
                 over
             };
             let full = if over(&mut out, limits.output_bytes) {
-                Some("output")
+                Some(Limit::OutputBytes)
             } else if over(&mut err, limits.stderr_bytes) {
-                Some("stderr")
+                Some(Limit::StderrBytes)
             } else {
                 None
             };
             let stage_outcome = match full {
                 Some(limit) => Some(Outcome::LimitExceeded {
                     stage: stage.name.clone(),
-                    limit: limit.into(),
+                    limit,
                 }),
                 None => stage_outcome,
             };
@@ -639,23 +639,22 @@ fn classify(stage: &str, store: &Store<StoreData>, err: wasmtime::Error) -> Opti
         });
     }
     if let Some(limit) = store.data().rec.limit_hit.or(store.data().limiter.hit) {
-        return Some(Outcome::LimitExceeded {
-            stage,
-            limit: limit.into(),
-        });
+        return Some(Outcome::LimitExceeded { stage, limit });
     }
     Some(match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Outcome::LimitExceeded {
             stage,
-            limit: "fuel".into(),
+            limit: Limit::Fuel,
         },
         Some(Trap::StackOverflow) => Outcome::Aborted {
             stage,
-            reason: "stack_overflow".into(),
+            reason: AbortReason::StackOverflow,
+            detail: String::new(),
         },
         Some(Trap::Interrupt) => Outcome::Aborted {
             stage,
-            reason: "wall_time".into(),
+            reason: AbortReason::WallTime,
+            detail: String::new(),
         },
         Some(trap) => Outcome::Trap {
             stage,
@@ -663,7 +662,8 @@ fn classify(stage: &str, store: &Store<StoreData>, err: wasmtime::Error) -> Opti
         },
         None => Outcome::Aborted {
             stage,
-            reason: format!("host_error: {err:#}"),
+            reason: AbortReason::HostError,
+            detail: format!("{err:#}"),
         },
     })
 }

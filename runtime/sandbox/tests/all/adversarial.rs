@@ -1,7 +1,7 @@
 //! Hostile guests: each ends in its expected, deterministic outcome (or a
 //! clearly non-deterministic abort) without harming the host.
 
-use tally_receipt::Outcome;
+use tally_receipt::{AbortReason, Limit, Outcome};
 use tally_sandbox::RunRequest;
 
 use crate::util::{assert_limit, run, run_with, text, Pkg};
@@ -13,7 +13,7 @@ pub fn spin() {
         .guest_stage("spin", "")
         .build();
     let r = run(&pkg, b"");
-    assert_limit(&r, "fuel");
+    assert_limit(&r, Limit::Fuel);
     assert_eq!(
         r.claim.fuel_consumed, 5_000_000,
         "a trapped stage is charged its whole budget"
@@ -32,7 +32,8 @@ fn wall_clock_backstop_aborts_as_not_deterministic() {
         r.claim.outcome,
         Outcome::Aborted {
             stage: "spin0".into(),
-            reason: "wall_time".into()
+            reason: AbortReason::WallTime,
+            detail: String::new(),
         }
     );
     assert!(!r.claim.outcome.is_deterministic());
@@ -45,7 +46,7 @@ pub fn membomb() {
         .guest_stage("membomb", "")
         .build();
     let r = run(&pkg, b"");
-    assert_limit(&r, "memory");
+    assert_limit(&r, Limit::MemoryBytes);
     assert_eq!(run(&pkg, b"").claim, r.claim);
 }
 
@@ -57,7 +58,8 @@ pub fn recurse() {
         r.claim.outcome,
         Outcome::Aborted {
             stage: "recurse0".into(),
-            reason: "stack_overflow".into()
+            reason: AbortReason::StackOverflow,
+            detail: String::new(),
         }
     );
 }
@@ -69,7 +71,7 @@ pub fn flood() {
         .guest_stage("flood", "")
         .build();
     let r = run(&pkg, b"");
-    assert_limit(&r, "output");
+    assert_limit(&r, Limit::OutputBytes);
     assert!(r.output.is_empty());
 }
 
@@ -77,7 +79,10 @@ pub fn flood() {
 fn a_refused_write_is_the_limit_even_if_the_stage_exits_0() {
     // One 64 KiB write against a 1000-byte limit, refused; the guest then
     // exits 0. Not `ok` with 1000 bytes: the limit, last stage or middle.
-    for (stream, limit) in [("stdout", "output"), ("stderr", "stderr")] {
+    for (stream, limit) in [
+        ("stdout", Limit::OutputBytes),
+        ("stderr", Limit::StderrBytes),
+    ] {
         let args = format!("args = [\"once\", \"{stream}\"]");
         let alone = Pkg::new()
             .limit("output_bytes = 1000\nstderr_bytes = 1000")
@@ -136,14 +141,14 @@ pub fn chatter() {
         .guest_stage("chatter", "")
         .build();
     let r = run(&pkg, b"");
-    assert_limit(&r, "host_calls");
+    assert_limit(&r, Limit::HostCalls);
     assert_eq!(r.claim.stages[0].host_calls, 500);
     // Host calls cost fuel too: with little fuel, fuel runs out first.
     let pkg = Pkg::new()
         .limit("fuel = 200_000")
         .guest_stage("chatter", "")
         .build();
-    assert_limit(&run(&pkg, b""), "fuel");
+    assert_limit(&run(&pkg, b""), Limit::Fuel);
 }
 
 #[test]
@@ -208,7 +213,7 @@ fn a_full_stderr_is_the_stderr_limit() {
         .limit("stderr_bytes = 5")
         .guest_stage("exit", "")
         .build();
-    assert_limit(&run(&pkg, b""), "stderr");
+    assert_limit(&run(&pkg, b""), Limit::StderrBytes);
 }
 
 #[test]
@@ -222,7 +227,7 @@ fn growing_a_table_past_the_limit_is_the_table_limit() {
         .module("m", wat.as_bytes().to_vec())
         .stage("s", "m", "")
         .build();
-    assert_limit(&run(&pkg, b""), "table");
+    assert_limit(&run(&pkg, b""), Limit::TableElements);
 }
 
 /// A module that calls one WASI function and exits with its errno.

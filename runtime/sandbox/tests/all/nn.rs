@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 
 use tally_nn::{decode_tensors, encode_tensors, ElemType, Tensor};
 use tally_package::Package;
-use tally_receipt::{HostCall, Outcome, RecordedComputes, Transcript, NN_COMPUTE};
+use tally_receipt::{
+    AbortReason, HostCall, Limit, Outcome, RecordedComputes, Transcript, NN_COMPUTE,
+};
 use tally_sandbox::profile::{NN_MAX_CONTEXTS, NN_MAX_GRAPHS};
 use tally_sandbox::{
     BackendKind, CacheKind, OrtConfig, RunRequest, RunResult, Sandbox, SandboxConfig,
@@ -448,7 +450,7 @@ fn inference_fuel_is_charged_before_the_call_and_exhaustion_is_receipted() {
             &RunRequest::new(input).fuel(Some(full.claim.fuel_consumed / 2)),
         )
         .unwrap();
-    assert_limit(&r, "fuel");
+    assert_limit(&r, Limit::Fuel);
     assert!((r.computes.len() as u64) < computes);
     let refused = r.transcript.calls().last().unwrap();
     assert!(
@@ -610,7 +612,7 @@ pub fn nn_run() {
     let r = sandbox(BackendKind::Tract)
         .run(&poor, &RunRequest::new(&input))
         .unwrap();
-    assert_limit(&r, "fuel");
+    assert_limit(&r, Limit::Fuel);
 }
 
 #[test]
@@ -631,7 +633,13 @@ fn onnx_runtime_stops_at_the_wall_clock_deadline() {
         .run(&pkg, &RunRequest::new(&input))
         .unwrap();
     assert!(
-        matches!(&r.claim.outcome, Outcome::Aborted { reason, .. } if reason == "wall_time"),
+        matches!(
+            &r.claim.outcome,
+            Outcome::Aborted {
+                reason: AbortReason::WallTime,
+                ..
+            }
+        ),
         "{:?} {:?}",
         r.claim.outcome,
         r.transcript.calls().last()
@@ -694,7 +702,7 @@ fn tensor_bytes_a_stage_holds_are_capped_and_paid_per_byte() {
     let r = sandbox(BackendKind::Tract)
         .run(&poor, &RunRequest::new(&input))
         .unwrap();
-    assert_limit(&r, "fuel");
+    assert_limit(&r, Limit::Fuel);
 }
 
 #[test]
@@ -711,7 +719,13 @@ fn a_graph_tract_never_finishes_analysing_stops_at_the_deadline() {
         .run(&pkg, &RunRequest::new(&f32_zeros(4 * 8)))
         .unwrap();
     assert!(
-        matches!(&r.claim.outcome, Outcome::Aborted { reason, .. } if reason == "wall_time"),
+        matches!(
+            &r.claim.outcome,
+            Outcome::Aborted {
+                reason: AbortReason::WallTime,
+                ..
+            }
+        ),
         "{:?}",
         r.claim.outcome
     );
@@ -790,7 +804,7 @@ fn new_input_shapes_are_paid_for_whether_or_not_the_host_has_analysed_them() {
             &RunRequest::new(&input).fuel(Some(tally_sandbox::profile::NN_SIGNATURE_FUEL)),
         )
         .unwrap();
-    assert_limit(&poor, "fuel");
+    assert_limit(&poor, Limit::Fuel);
     let refused = poor
         .transcript
         .calls()
@@ -1026,7 +1040,7 @@ fn output_copies_are_paid_per_byte_before_they_are_made() {
         match last_nn_call(&r).cloned() {
             Some(c) if c.func.ends_with(".get_output") => {
                 if c.detail.as_deref().unwrap_or_default().contains(&want) {
-                    assert_limit(&r, "fuel");
+                    assert_limit(&r, Limit::Fuel);
                     return;
                 }
                 // The copy was made: the budget ran out after it.

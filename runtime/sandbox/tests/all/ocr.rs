@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use tally_package::Package;
-use tally_receipt::Outcome;
+use tally_receipt::{AbortReason, Limit, Outcome};
 use tally_sandbox::{BackendKind, RunRequest, RunResult};
 use tally_test_artifacts::pkg::{self, asset, Pkg};
 use tally_test_artifacts::text;
@@ -105,7 +105,7 @@ fn ocr_without_enough_fuel_for_detection_is_a_receipted_fuel_limit() {
             &RunRequest::new(image()).fuel(Some(100_000_000)),
         )
         .unwrap();
-    assert_limit(&r, "fuel");
+    assert_limit(&r, Limit::Fuel);
     assert!(r.computes.is_empty());
 }
 
@@ -146,7 +146,10 @@ fn the_wall_clock_backstop_stops_a_running_portable_inference() {
     let big = text::render_png(&["a line long enough to need a wide input"; 14], 32.0);
     let r = sb.run(&pkg, &RunRequest::new(&big)).unwrap();
     match &r.claim.outcome {
-        Outcome::Aborted { reason, .. } if reason == "wall_time" => {}
+        Outcome::Aborted {
+            reason: AbortReason::WallTime,
+            ..
+        } => {}
         o => panic!("expected the wall-clock backstop, got {o:?}"),
     }
     assert!(r.computes.is_empty());

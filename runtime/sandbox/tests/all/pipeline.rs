@@ -196,5 +196,5 @@ fn a_module_over_the_size_limit_is_refused_before_compiling() {
         .limit("module_bytes = 1000")
         .guest_stage("echo", "")
         .build();
-    crate::util::assert_limit(&run(&pkg, b""), "module_bytes");
+    crate::util::assert_limit(&run(&pkg, b""), tally_manifest::Limit::ModuleBytes);
 }

@@ -19,9 +19,9 @@ pub fn run_with(pkg: &Package, req: &RunRequest<'_>) -> RunResult {
 }
 
 /// Asserts the run ended with `LimitExceeded { limit }`.
-pub fn assert_limit(r: &RunResult, limit: &str) {
+pub fn assert_limit(r: &RunResult, limit: tally_manifest::Limit) {
     match &r.claim.outcome {
-        Outcome::LimitExceeded { limit: l, .. } if l == limit => {}
+        Outcome::LimitExceeded { limit: l, .. } if *l == limit => {}
         o => panic!("expected the {limit} limit, got {o:?}"),
     }
 }

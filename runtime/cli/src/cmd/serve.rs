@@ -81,7 +81,7 @@ pub fn serve(a: ServeArgs, store_flag: Option<&Path>) -> Result<(), Failure> {
         .or(file.listen)
         .unwrap_or_else(|| "127.0.0.1:8750".parse().expect("valid address"));
     let key_path = a.key.or(file.key.map(|p| relative_to(&base, p)));
-    let key = crate::commands::host_key(key_path.as_ref(), &store)?;
+    let key = super::host_key(key_path.as_ref(), &store)?;
 
     let mut config = ServerConfig::default();
     config.store = store;
