@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::util::{Dir, SAMPLE_PNG};
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+use tally_api::b64;
 
 /// A `tally serve` child process on an ephemeral loopback port.
 struct Serve {
@@ -123,6 +122,52 @@ fn the_cli_publishes_runs_and_verifies_through_a_host() {
     s.stop();
 }
 
+/// The CLI and the server run and verify through the same library calls:
+/// on one fixture, with one host key, they seal the same claim under the
+/// same seal, and each one's verdict on either receipt is the same.
+#[test]
+fn the_cli_and_the_server_seal_and_judge_alike() {
+    let d = Dir::new();
+    d.package("images", IMAGES, "");
+    std::fs::copy(SAMPLE_PNG, d.path("in")).unwrap();
+    d.tally(&["keygen", "--out", "hk"]).expect(0);
+    let host = Dir::new();
+    std::fs::copy(d.path("hk"), host.path("hk")).unwrap();
+    let s = Serve::start(&host, &["--key", "hk"]);
+    d.run("images.tally", &["--key", "hk"]).expect(0);
+    std::fs::rename(d.path("r.json"), d.path("local.json")).unwrap();
+    std::fs::rename(d.path("r.json.transcript"), d.path("local.json.transcript")).unwrap();
+    d.run("images.tally", &["--host", &s.url]).expect(0);
+    std::fs::rename(d.path("r.json"), d.path("served.json")).unwrap();
+    let receipt = |name: &str| tally_receipt::Receipt::from_json(&d.read_string(name)).unwrap();
+    let (local, served) = (receipt("local.json"), receipt("served.json"));
+    assert_eq!(local.claim, served.claim);
+    assert_eq!(local.seal, served.seal);
+
+    let http = reqwest::blocking::Client::new();
+    let input = d.read("in");
+    for r in [&local, &served] {
+        std::fs::write(d.path("v.json"), r.to_json()).unwrap();
+        std::fs::copy(d.path("local.json.transcript"), d.path("v.json.transcript")).unwrap();
+        let cli: Value = serde_json::from_str(
+            &d.tally(&["verify", "v.json", "--input", "in", "--json"])
+                .expect(0)
+                .stdout,
+        )
+        .unwrap();
+        let server: Value = http
+            .post(format!("{}/v1/verify", s.url))
+            .json(&tally_api::VerifyBody::new(r.clone(), &input))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(cli["verified"], true, "{cli}");
+        assert_eq!(cli, server);
+    }
+    s.stop();
+}
+
 #[test]
 fn serve_reads_a_config_file_and_enforces_its_token() {
     let d = Dir::new();
@@ -195,7 +240,7 @@ fn load_many_concurrent_clients_lose_nothing() {
         .unwrap();
     let id = up["id"].as_str().unwrap().to_string();
     let input = std::fs::read(SAMPLE_PNG).unwrap();
-    let body = json!({ "package_id": id, "input": B64.encode(&input) });
+    let body = json!({ "package_id": id, "input": b64::encode(&input) });
     // Warm up (compile the modules) outside the measurement.
     assert_eq!(
         http.post(format!("{}/v1/runs", s.url))
@@ -261,7 +306,7 @@ fn load_many_concurrent_clients_lose_nothing() {
     for r in receipts.iter().step_by(1) {
         let v: Value = http
             .post(format!("{}/v1/verify", s.url))
-            .json(&json!({ "receipt": r, "input": B64.encode(&input) }))
+            .json(&json!({ "receipt": r, "input": b64::encode(&input) }))
             .send()
             .unwrap()
             .json()
@@ -387,9 +432,9 @@ fn a_killed_server_leaves_a_consistent_store_and_every_reported_receipt() {
                 // inputs unique to each request (distinct receipts).
                 n += 1;
                 let body = if k == 1 {
-                    json!({ "package_id": id, "input": B64.encode(&input) })
+                    json!({ "package_id": id, "input": b64::encode(&input) })
                 } else {
-                    json!({ "package_id": echo_id, "input": B64.encode(format!("{k}-{n}")) })
+                    json!({ "package_id": echo_id, "input": b64::encode(format!("{k}-{n}")) })
                 };
                 if let Ok(r) = http.post(format!("{url}/v1/runs")).json(&body).send() {
                     if r.status().as_u16() == 200 {

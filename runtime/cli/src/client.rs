@@ -3,13 +3,11 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context};
-use base64::Engine as _;
 use reqwest::blocking::{Client, Response};
+use tally_api::{ErrorBody, RunBody, RunReport, Uploaded};
 use tally_digest::Digest;
 use tally_package::{Package, DEFAULT_MAX_BUNDLE_BYTES};
 use tally_receipt::{Receipt, Transcript};
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// A connection to a host.
 pub struct Host {
@@ -37,12 +35,14 @@ impl Host {
             return Ok(r);
         }
         let status = r.status();
-        let body: serde_json::Value = r.json().unwrap_or_default();
-        Err(anyhow!(
-            "{what}: the host answered {status}: {} ({})",
-            body["error"]["message"].as_str().unwrap_or("no message"),
-            body["error"]["code"].as_str().unwrap_or("no code"),
-        ))
+        Err(match r.json::<ErrorBody>() {
+            Ok(ErrorBody { error }) => anyhow!(
+                "{what}: the host answered {status}: {} ({})",
+                error.message,
+                error.code
+            ),
+            Err(_) => anyhow!("{what}: the host answered {status}, without an error body"),
+        })
     }
 
     /// Uploads a bundle; returns the package id.
@@ -54,8 +54,8 @@ impl Host {
                 .body(bundle.to_vec())
                 .send(),
         )?;
-        let v: serde_json::Value = r.json()?;
-        Ok(v["id"].as_str().unwrap_or_default().parse()?)
+        let up: Uploaded = r.json().context("the host's answer to the upload")?;
+        Ok(up.id)
     }
 
     /// Runs package `id` on `input`; returns the output, the receipt and its
@@ -67,17 +67,19 @@ impl Host {
         fuel: Option<u64>,
         seed: Option<Digest>,
     ) -> anyhow::Result<(Vec<u8>, Receipt, Transcript)> {
-        let body = serde_json::json!({ "package_id": id.to_string(), "input": B64.encode(input), "fuel": fuel, "seed": seed });
+        let body = RunBody::new(id, input).fuel(fuel).seed(seed);
         let mut req = self.http.post(format!("{}/v1/runs", self.url)).json(&body);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let v: serde_json::Value = self.check("run", req.send())?.json()?;
-        let output = B64.decode(v["output"].as_str().unwrap_or_default())?;
-        let receipt: Receipt =
-            serde_json::from_value(v["receipt"].clone()).context("the host's receipt")?;
-        let transcript = self.transcript(&receipt)?;
-        Ok((output, receipt, transcript))
+        let report: RunReport = self
+            .check("run", req.send())?
+            .json()
+            .context("the host's run report")?;
+        report.receipt.check_format()?;
+        let output = report.output()?;
+        let transcript = self.transcript(&report.receipt)?;
+        Ok((output, report.receipt, transcript))
     }
 
     /// The transcript of `receipt`, checked against its root.

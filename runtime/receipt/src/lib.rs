@@ -172,12 +172,20 @@ impl Receipt {
     pub fn from_json(text: &str) -> Result<Receipt, ReceiptError> {
         let r: Receipt =
             serde_json::from_str(text).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        if r.claim.format_version != FORMAT_VERSION {
+        r.check_format()?;
+        Ok(r)
+    }
+
+    /// Checks that the receipt is in the format this crate reads
+    /// ([`FORMAT_VERSION`]): what [`Receipt::from_json`] does after parsing,
+    /// for receipts deserialized inside another document.
+    pub fn check_format(&self) -> Result<(), ReceiptError> {
+        if self.claim.format_version != FORMAT_VERSION {
             return Err(ReceiptError::UnsupportedVersion {
-                found: r.claim.format_version,
+                found: self.claim.format_version,
             });
         }
-        Ok(r)
+        Ok(())
     }
 
     /// The receipt as pretty JSON.

@@ -11,9 +11,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use tally_api::{
+    FieldError, PackageList, PackageSummary, RunBody, RunPending, RunReport, RunState, Uploaded,
+    VerifyBody,
+};
 use tally_digest::Digest;
 use tally_host::VerifyError;
 use tally_package::Package;
@@ -26,14 +29,16 @@ use crate::{ApiError, AppState};
 type ApiResult<T> = Result<T, ApiError>;
 type AppS = State<Arc<AppState>>;
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.max_request_bytes;
     Router::new()
         .route(
             "/healthz",
-            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+            get(|| async {
+                Json(tally_api::Health {
+                    status: "ok".into(),
+                })
+            }),
         )
         .route("/metrics", get(metrics))
         .route(
@@ -102,9 +107,15 @@ fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>
         .map_err(|e| ApiError::bad_request("bad_json", format!("invalid request JSON: {e}")))
 }
 
-fn decode_input(b64: &str) -> ApiResult<Vec<u8>> {
-    B64.decode(b64)
-        .map_err(|e| ApiError::bad_request("bad_input", format!("`input` is not base64: {e}")))
+/// 400 for a request field that does not parse, with a code per field.
+fn bad_field(e: FieldError) -> ApiError {
+    let code = match e.field {
+        "package_id" => "bad_id",
+        "input" => "bad_input",
+        "seed" => "bad_seed",
+        _ => "bad_request",
+    };
+    ApiError::bad_request(code, e.to_string())
 }
 
 /// Counts a job in, or sheds it when workers and queue are full. The job
@@ -136,15 +147,6 @@ impl Drop for Admission {
 }
 
 // ---- packages ----
-
-#[derive(Serialize)]
-struct Uploaded {
-    id: Digest,
-    name: String,
-    version: String,
-    publisher: String,
-    created: bool,
-}
 
 async fn upload(State(s): AppS, body: Body) -> ApiResult<Response> {
     use tokio::io::AsyncWriteExt;
@@ -227,13 +229,18 @@ async fn upload(State(s): AppS, body: Body) -> ApiResult<Response> {
     Ok((status, Json(up)).into_response())
 }
 
-async fn list_packages(State(s): AppS) -> ApiResult<Json<serde_json::Value>> {
+async fn list_packages(State(s): AppS) -> ApiResult<Json<PackageList>> {
     let records = blocking(move || Ok(s.store.packages()?)).await?;
-    let list: Vec<_> = records
+    let packages = records
         .into_iter()
-        .map(|r| serde_json::json!({ "id": r.id, "name": r.name, "version": r.version, "publisher": r.publisher }))
+        .map(|r| PackageSummary {
+            id: r.id,
+            name: r.name,
+            version: r.version,
+            publisher: r.publisher,
+        })
         .collect();
-    Ok(Json(serde_json::json!({ "packages": list })))
+    Ok(Json(PackageList { packages }))
 }
 
 /// Package `id`, checked: from the sandbox's caches (within its byte
@@ -275,18 +282,6 @@ async fn get_bundle(State(s): AppS, Path(id): Path<String>) -> ApiResult<Respons
 
 // ---- runs ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunBody {
-    package_id: String,
-    /// Base64.
-    input: String,
-    fuel: Option<u64>,
-    seed: Option<String>,
-    /// Inference backend: must be the one this host serves, if given.
-    backend: Option<String>,
-}
-
 /// Refuses an inference backend other than the one this host serves.
 fn check_backend(s: &AppState, backend: &Option<String>) -> ApiResult<()> {
     let serves = &s.sandbox.backend_info().kind;
@@ -302,18 +297,6 @@ fn check_backend(s: &AppState, backend: &Option<String>) -> ApiResult<()> {
 #[derive(Deserialize)]
 struct RunQuery {
     wait: Option<bool>,
-}
-
-/// A finished run as the API reports it.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct RunReport {
-    run_id: String,
-    state: &'static str,
-    claim_digest: Digest,
-    outcome: tally_receipt::Outcome,
-    /// Base64.
-    output: String,
-    receipt: Receipt,
 }
 
 /// Where a submitted run is.
@@ -379,15 +362,9 @@ async fn submit_run(
     check_token(&s, &headers)?;
     let req: RunBody = json_body(body)?;
     check_backend(&s, &req.backend)?;
-    let package_id = parse_id("package", &req.package_id)?;
-    let input = decode_input(&req.input)?;
-    let seed = match &req.seed {
-        Some(x) => Some(
-            x.parse::<Digest>()
-                .map_err(|e| ApiError::bad_request("bad_seed", format!("`seed`: {e}")))?,
-        ),
-        None => None,
-    };
+    let package_id = req.package_id().map_err(bad_field)?;
+    let input = req.input().map_err(bad_field)?;
+    let seed = req.seed_digest().map_err(bad_field)?;
     let package = load_package(&s, package_id).await?;
     let admission = admit(&s)?;
     let run_id = hex::encode(rand_bytes());
@@ -415,7 +392,12 @@ async fn submit_run(
         result
     });
     if q.wait == Some(false) {
-        let body = serde_json::json!({ "run_id": run_id, "state": "queued", "status": format!("/v1/runs/{run_id}") });
+        let body = RunPending {
+            status: Some(format!("/v1/runs/{run_id}")),
+            run_id,
+            state: RunState::Queued,
+            error: None,
+        };
         return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     }
     let report = job.await.map_err(ApiError::internal)??;
@@ -470,31 +452,37 @@ fn execute_run(
     s.metrics.fuel.inc_by(claim.fuel_consumed);
     Ok(Arc::new(RunReport {
         run_id: run_id.to_string(),
-        state: "done",
+        state: RunState::Done,
         claim_digest: sealed.receipt.seal.claim_digest,
         outcome,
-        output: B64.encode(&sealed.output),
+        output: RunReport::encode_output(&sealed.output),
         receipt: sealed.receipt,
     }))
 }
 
 async fn get_run(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
     let status = s.runs.lock().unwrap().map.get(&id).cloned();
-    let body = match status {
+    let pending = |state, error| {
+        Json(RunPending {
+            run_id: id.clone(),
+            state,
+            status: None,
+            error,
+        })
+        .into_response()
+    };
+    Ok(match status {
         None => {
             return Err(ApiError::not_found(
                 "run_not_found",
                 format!("no run {id} on this host"),
             ))
         }
-        Some(RunStatus::Queued) => serde_json::json!({ "run_id": id, "state": "queued" }),
-        Some(RunStatus::Running) => serde_json::json!({ "run_id": id, "state": "running" }),
-        Some(RunStatus::Failed(m)) => {
-            serde_json::json!({ "run_id": id, "state": "failed", "error": m })
-        }
-        Some(RunStatus::Done(r)) => serde_json::to_value(r.as_ref()).map_err(ApiError::internal)?,
-    };
-    Ok(Json(body).into_response())
+        Some(RunStatus::Queued) => pending(RunState::Queued, None),
+        Some(RunStatus::Running) => pending(RunState::Running, None),
+        Some(RunStatus::Failed(m)) => pending(RunState::Failed, Some(m)),
+        Some(RunStatus::Done(r)) => Json(r.as_ref()).into_response(),
+    })
 }
 
 // ---- receipts ----
@@ -542,18 +530,6 @@ async fn get_tensors(State(s): AppS, Path(id): Path<String>) -> ApiResult<Respon
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VerifyBody {
-    receipt: serde_json::Value,
-    /// Base64.
-    input: String,
-    /// The receipt's transcript (JSON lines), if the host does not hold it.
-    transcript: Option<String>,
-    /// Inference backend for the replay: must be the one this host serves.
-    backend: Option<String>,
-}
-
 /// What a verify request brings: the package (loaded by id), and maybe the
 /// transcript.
 struct RequestSources {
@@ -596,9 +572,15 @@ fn verify_error(e: VerifyError) -> ApiError {
 async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Verdict>> {
     let req: VerifyBody = json_body(body)?;
     check_backend(&s, &req.backend)?;
-    let receipt = Receipt::from_json(&req.receipt.to_string())
+    req.receipt
+        .check_format()
         .map_err(|e| ApiError::bad_request("bad_receipt", e.to_string()))?;
-    let input = decode_input(&req.input)?;
+    let input = req.input().map_err(bad_field)?;
+    let VerifyBody {
+        receipt,
+        transcript,
+        ..
+    } = req;
     // The cheap checks first, before any package is loaded or any work
     // admitted (`tally_host::verify` makes them again: they are cheap).
     tally_host::check(&receipt, &[], &input).map_err(verify_error)?;
@@ -616,7 +598,7 @@ async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResul
     let verdict = blocking(move || {
         let sources = RequestSources {
             package,
-            transcript: req.transcript,
+            transcript,
         };
         let store = tally_host::StoreSources(&st.store);
         tally_host::verify(

@@ -57,7 +57,12 @@ impl From<tally_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let body = tally_api::ErrorBody {
+            error: tally_api::ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if matches!(
             self.status,

@@ -3,14 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use tally_digest::Digest;
 use tally_server::{AppState, ServerConfig};
 use tally_test_artifacts::pkg::{bundle_bytes, Pkg};
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+use tally_api::b64;
 
 /// A one-stage package of guest `name`, signed by publisher `[seed; 32]`.
 fn bundle(name: &str, limits: &str, seed: u8) -> (Digest, Vec<u8>) {
@@ -138,16 +137,14 @@ async fn upload_list_fetch_run_receipt_verify_metrics() {
     let (status, run) = s
         .post(
             "/v1/runs",
-            json!({ "package_id": id.to_string(), "input": B64.encode("hello") }),
+            serde_json::to_value(tally_api::RunBody::new(&id, b"hello")).unwrap(),
         )
         .await;
     assert_eq!(status, 200, "{run}");
-    assert_eq!(
-        B64.decode(run["output"].as_str().unwrap()).unwrap(),
-        b"hello"
-    );
-    assert_eq!(run["outcome"]["kind"], "ok");
-    let receipt: tally_receipt::Receipt = serde_json::from_value(run["receipt"].clone()).unwrap();
+    let report: tally_api::RunReport = serde_json::from_value(run.clone()).unwrap();
+    assert_eq!(report.output().unwrap(), b"hello");
+    assert!(report.outcome.is_ok());
+    let receipt = report.receipt;
     receipt
         .check_seal(&[hex::encode(
             SigningKey::from_bytes(&[42; 32]).verifying_key().as_bytes(),
@@ -168,7 +165,7 @@ async fn upload_list_fetch_run_receipt_verify_metrics() {
     let (status, verdict) = s
         .post(
             "/v1/verify",
-            json!({ "receipt": run["receipt"], "input": B64.encode("hello") }),
+            serde_json::to_value(tally_api::VerifyBody::new(receipt.clone(), b"hello")).unwrap(),
         )
         .await;
     assert_eq!(status, 200, "{verdict}");
@@ -218,7 +215,7 @@ async fn async_runs_report_their_state_and_result() {
     let (status, accepted) = s
         .post(
             "/v1/runs?wait=false",
-            json!({ "package_id": id.to_string(), "input": B64.encode("x") }),
+            json!({ "package_id": id.to_string(), "input": b64::encode("x") }),
         )
         .await;
     assert_eq!(status, 202, "{accepted}");
@@ -300,7 +297,7 @@ async fn every_error_class_has_its_status_and_code() {
         assert_eq!(code(&r.json().await.unwrap()), want);
     }
     // 413: a JSON request over the cap.
-    let big = json!({ "package_id": id.to_string(), "input": B64.encode(vec![0u8; 1 << 20]) });
+    let big = json!({ "package_id": id.to_string(), "input": b64::encode(vec![0u8; 1 << 20]) });
     let r = authed(big).await.unwrap();
     assert_eq!(r.status().as_u16(), 413);
     // The unread rest of the body makes the connection unusable; a client
@@ -320,7 +317,7 @@ async fn every_error_class_has_its_status_and_code() {
     let (status, body) = s.get("/v2/anything").await;
     assert_eq!((status, body.contains("no_such_route")), (404, true));
     // 422: a receipt whose seal does not verify.
-    let r = authed(json!({ "package_id": id.to_string(), "input": B64.encode("x") }))
+    let r = authed(json!({ "package_id": id.to_string(), "input": b64::encode("x") }))
         .await
         .unwrap();
     let run: Value = r.json().await.unwrap();
@@ -329,14 +326,14 @@ async fn every_error_class_has_its_status_and_code() {
     let (status, e) = s
         .post(
             "/v1/verify",
-            json!({ "receipt": forged, "input": B64.encode("x") }),
+            json!({ "receipt": forged, "input": b64::encode("x") }),
         )
         .await;
     assert_eq!((status, code(&e)), (422, "bad_seal"));
     let (status, e) = s
         .post(
             "/v1/verify",
-            json!({ "receipt": run["receipt"], "input": B64.encode("y") }),
+            json!({ "receipt": run["receipt"], "input": b64::encode("y") }),
         )
         .await;
     assert_eq!((status, code(&e)), (422, "input_mismatch"));
