@@ -250,6 +250,76 @@ pub trait Encode {
     fn encode(&self, c: &mut Canon);
 }
 
+impl Encode for str {
+    fn encode(&self, c: &mut Canon) {
+        c.str(self);
+    }
+}
+
+impl Encode for String {
+    fn encode(&self, c: &mut Canon) {
+        c.str(self);
+    }
+}
+
+impl Encode for u32 {
+    fn encode(&self, c: &mut Canon) {
+        c.u32(*self);
+    }
+}
+
+impl Encode for u64 {
+    fn encode(&self, c: &mut Canon) {
+        c.u64(*self);
+    }
+}
+
+impl Encode for i64 {
+    fn encode(&self, c: &mut Canon) {
+        c.i64(*self);
+    }
+}
+
+impl Encode for Digest {
+    fn encode(&self, c: &mut Canon) {
+        c.digest(self);
+    }
+}
+
+/// A presence byte, then the value if present (as [`Canon::opt`]).
+impl<T: Encode> Encode for Option<T> {
+    fn encode(&self, c: &mut Canon) {
+        c.opt(self.as_ref(), |c, v| {
+            c.put(v);
+        });
+    }
+}
+
+/// The element count, then each element (as [`Canon::seq`]).
+impl<T: Encode> Encode for [T] {
+    fn encode(&self, c: &mut Canon) {
+        c.seq(self, |c, v| {
+            c.put(v);
+        });
+    }
+}
+
+impl<T: Encode> Encode for Vec<T> {
+    fn encode(&self, c: &mut Canon) {
+        c.put(self.as_slice());
+    }
+}
+
+/// The entry count, then each key and value in key order.
+impl<K: Encode, V: Encode> Encode for std::collections::BTreeMap<K, V> {
+    fn encode(&self, c: &mut Canon) {
+        c.u64(self.len() as u64);
+        for (k, v) in self {
+            c.put(k).put(v);
+        }
+    }
+}
+
 /// Adapts [`std::hash::Hash`] values (such as wasmtime's engine compatibility
 /// hash) into a [`Digest`] under a domain tag.
 ///

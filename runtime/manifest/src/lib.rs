@@ -353,20 +353,14 @@ impl Encode for Limits {
             host_calls,
             wall_time_ms,
         } = self;
-        for v in [
-            fuel,
-            memory_bytes,
-            table_elements,
-            module_bytes,
-            output_bytes,
-            stderr_bytes,
-            host_calls,
-            wall_time_ms,
-        ] {
-            c.opt(v.as_ref(), |c, v| {
-                c.u64(*v);
-            });
-        }
+        c.put(fuel)
+            .put(memory_bytes)
+            .put(table_elements)
+            .put(module_bytes)
+            .put(output_bytes)
+            .put(stderr_bytes)
+            .put(host_calls)
+            .put(wall_time_ms);
     }
 }
 
@@ -495,20 +489,12 @@ impl Encode for Manifest {
             graphs,
             stages,
         } = self;
-        c.put(package).put(limits).u64(modules.len() as u64);
-        for (name, f) in modules {
-            c.str(name).put(f);
-        }
-        c.seq(files, |c, f| {
-            c.put(f);
-        })
-        .seq(stages, |c, s| {
-            c.put(s);
-        })
-        .u64(graphs.len() as u64);
-        for (name, g) in graphs {
-            c.str(name).put(g);
-        }
+        c.put(package)
+            .put(limits)
+            .put(modules)
+            .put(files)
+            .put(stages)
+            .put(graphs);
     }
 }
 
@@ -543,19 +529,10 @@ impl Encode for Stage {
         } = self;
         c.str(name)
             .str(module)
-            .seq(args, |c, a| {
-                c.str(a);
-            })
-            .u64(env.len() as u64);
-        for (k, v) in env {
-            c.str(k).str(v);
-        }
-        c.seq(read, |c, r| {
-            c.str(r);
-        })
-        .seq(graphs, |c, g| {
-            c.str(g);
-        });
+            .put(args)
+            .put(env)
+            .put(read)
+            .put(graphs);
     }
 }
 
@@ -579,10 +556,7 @@ impl Encode for Graph {
                 });
             })
             .put(tolerance)
-            .u64(outputs.len() as u64);
-        for (i, t) in outputs {
-            c.u32(*i).put(t);
-        }
+            .put(outputs);
     }
 }
 

@@ -283,9 +283,7 @@ impl Encode for Claim {
             .u64(*output_len)
             .digest(seed)
             .put(limits)
-            .seq(stages, |c, s| {
-                c.put(s);
-            })
+            .put(stages)
             .u64(*fuel_consumed)
             .put(outcome)
             .digest(transcript_root)

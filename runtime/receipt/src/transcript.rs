@@ -42,18 +42,10 @@ impl Encode for HostCall {
         } = self;
         c.u32(*stage)
             .str(func)
-            .seq(params, |c, v| {
-                c.i64(*v);
-            })
-            .seq(results, |c, v| {
-                c.i64(*v);
-            })
-            .opt(data.as_ref(), |c, d| {
-                c.digest(d);
-            })
-            .opt(detail.as_ref(), |c, d| {
-                c.str(d);
-            });
+            .put(params)
+            .put(results)
+            .put(data)
+            .put(detail);
     }
 }
 
