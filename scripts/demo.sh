@@ -17,28 +17,17 @@ guests=guests/target/wasm32-wasip1/release
 
 work="$target_dir/demo"
 rm -rf "$work"
-pkg="$work/ocr"
-mkdir -p "$pkg"
+mkdir -p "$work/keys"
 export TALLY_HOME="$work/home"
-cp "$guests/ocr-detect.wasm" "$guests/ocr-recognize.wasm" "$pkg/"
-cp "$assets/ch_PP-OCRv4_det_infer.onnx" "$pkg/det.onnx"
-cp "$assets/ch_PP-OCRv4_rec_infer.onnx" "$pkg/rec.onnx"
 # The recogniser's character list travels inside its ONNX metadata.
-"$tally" graph-meta "$pkg/rec.onnx" character > "$pkg/ppocr_keys.txt"
+"$tally" graph-meta "$assets/ch_PP-OCRv4_rec_infer.onnx" character > "$work/keys/ppocr_keys.txt"
 
 echo "== keygen (publisher)"
-publisher=$("$tally" keygen --out "$work/publisher.key")
-digest() { "$tally" hash "$1" | cut -d' ' -f1; }
-sed -e "s/@PUBLISHER@/$publisher/" \
-    -e "s/@OCR_DETECT@/$(digest "$pkg/ocr-detect.wasm")/" \
-    -e "s/@OCR_RECOGNIZE@/$(digest "$pkg/ocr-recognize.wasm")/" \
-    -e "s/@PPOCR_KEYS@/$(digest "$pkg/ppocr_keys.txt")/" \
-    -e "s/@DET@/$(digest "$pkg/det.onnx")/" \
-    -e "s/@REC@/$(digest "$pkg/rec.onnx")/" \
-    manifests/ocr/tally.toml.in > "$pkg/tally.toml"
+"$tally" keygen --out "$work/publisher.key"
 
-echo "== pack"
-"$tally" pack "$pkg/tally.toml" --key "$work/publisher.key" --out "$work/ocr.tally"
+echo "== pack manifests/ocr/tally.toml (digests and publisher filled in by pack)"
+"$tally" pack manifests/ocr/tally.toml --key "$work/publisher.key" --out "$work/ocr.tally" \
+    --search "$guests" --search "$assets" --search "$work/keys"
 echo "== publish"
 id=$("$tally" publish "$work/ocr.tally")
 echo "== inspect"

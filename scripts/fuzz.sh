@@ -28,7 +28,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 # Seeds: the repository's manifests for the manifest parser.
 mkdir -p fuzz/corpus/manifest
-for m in manifests/*/tally.toml.in; do
+for m in manifests/*/tally.toml; do
     cp "$m" "fuzz/corpus/manifest/seed-$(basename "$(dirname "$m")").toml"
 done
 status=0

@@ -143,49 +143,38 @@ fn pack_rejects_a_graph_that_is_not_onnx() {
 }
 
 /// The OCR package exactly as `scripts/demo.sh` builds it: the committed
-/// template, the guests, the models, and the character list taken out of
-/// the recogniser with `tally graph-meta`.
+/// manifest packed with `tally pack --search` over the guests, the models
+/// and the character list taken out of the recogniser with `tally
+/// graph-meta`.
 fn ocr_package(d: &Dir) {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let template = std::fs::read_to_string(format!("{root}/manifests/ocr/tally.toml.in")).unwrap();
-    let mut files = vec![
-        (
-            "ocr-detect.wasm",
-            crate::util::guest("ocr-detect"),
-            "@OCR_DETECT@",
-        ),
-        (
-            "ocr-recognize.wasm",
-            crate::util::guest("ocr-recognize"),
-            "@OCR_RECOGNIZE@",
-        ),
-        ("det.onnx", asset("ch_PP-OCRv4_det_infer.onnx"), "@DET@"),
-        ("rec.onnx", asset("ch_PP-OCRv4_rec_infer.onnx"), "@REC@"),
-    ];
-    for (name, bytes, _) in &files {
-        d.write(&format!("ocr/{name}"), bytes);
-    }
+    d.publisher();
+    let assets = assets_dir();
+    let rec = assets.join("ch_PP-OCRv4_rec_infer.onnx");
     let keys = d
-        .tally(&["graph-meta", "ocr/rec.onnx", "character"])
+        .tally(&["graph-meta", rec.to_str().unwrap(), "character"])
         .expect(0);
     assert!(
         keys.stdout.lines().count() > 6000,
         "the PP-OCR character list"
     );
-    files.push(("ppocr_keys.txt", keys.stdout.into_bytes(), "@PPOCR_KEYS@"));
-    d.write("ocr/ppocr_keys.txt", &files[4].1);
-    let mut toml = template.replace("@PUBLISHER@", &d.publisher());
-    for (_, bytes, placeholder) in &files {
-        toml = toml.replace(placeholder, &tally_digest::Digest::of(bytes).to_string());
-    }
-    d.write("ocr/tally.toml", toml.as_bytes());
+    d.write("keys/ppocr_keys.txt", keys.stdout.as_bytes());
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../manifests/ocr/tally.toml"
+    );
     d.tally(&[
         "pack",
-        "ocr/tally.toml",
+        manifest,
         "--key",
         "publisher.key",
         "--out",
         "ocr.tally",
+        "--search",
+        tally_test_artifacts::pkg::guest_dir().to_str().unwrap(),
+        "--search",
+        assets.to_str().unwrap(),
+        "--search",
+        "keys",
     ])
     .expect(0);
 }
@@ -258,4 +247,47 @@ fn a_cold_host_does_not_charge_its_set_up_to_the_run() {
     d.run("nn.tally", &["--backend", "portable"]).expect(0);
     let receipt: serde_json::Value = serde_json::from_str(&d.read_string("r.json")).unwrap();
     assert_eq!(receipt["claim"]["outcome"]["kind"], "ok", "{receipt}");
+}
+
+/// The committed manifests pack as they are (no template step): `tally
+/// pack` fills in digests and publisher; `inspect` shows the graphs with
+/// their targets and tolerances; a local run then verifies with no flags.
+#[test]
+fn the_committed_manifests_pack_run_and_verify_as_they_are() {
+    let d = Dir::new();
+    let publisher = d.publisher();
+    let assets = assets_dir();
+    let guests = tally_test_artifacts::pkg::guest_dir();
+    for name in ["image-stats", "vad"] {
+        let manifest = format!(
+            "{}/../../manifests/{name}/tally.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bundle = format!("{name}.tally");
+        d.tally(&[
+            "pack",
+            &manifest,
+            "--key",
+            "publisher.key",
+            "--out",
+            &bundle,
+            "--search",
+            guests.to_str().unwrap(),
+            "--search",
+            assets.to_str().unwrap(),
+        ])
+        .expect(0);
+        let shown = d.tally(&["inspect", &bundle]).expect(0).stdout;
+        assert!(shown.contains(&publisher), "{shown}");
+        if name == "vad" {
+            assert!(
+                shown.contains("graph  vad") && shown.contains("targets cpu, tolerance abs 1e-4"),
+                "{shown}"
+            );
+        }
+    }
+    std::fs::copy(crate::util::SAMPLE_PNG, d.path("in")).unwrap();
+    d.run("image-stats.tally", &[]).expect(0);
+    let v = d.tally(&["verify", "r.json", "--input", "in"]).expect(0);
+    assert!(v.stdout.starts_with("verified"), "{}", v.stdout);
 }

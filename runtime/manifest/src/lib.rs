@@ -41,6 +41,7 @@
 //! assert_eq!(m.stages[0].module, "main");
 //! ```
 
+pub mod authored;
 mod error;
 mod raw;
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use tally_digest::Digest;
@@ -18,11 +18,18 @@ const BLOB_DIR: &str = "blobs/";
 /// path, its size, and the total size of all files.
 pub type PackProgress<'a> = dyn FnMut(&str, u64, u64) + 'a;
 
-/// Packs the manifest at `manifest_path` and the files it names (relative to
-/// the manifest's directory) into a signed [`Package`], checking every
-/// declared digest and that `key` is the declared publisher.
+/// Packs the manifest at `manifest_path` and the files it names into a
+/// signed [`Package`].
+///
+/// The manifest may be *authored* ([`tally_manifest::authored`]): digests
+/// and the publisher left out are filled in (the publisher from `key`), and
+/// the bundle carries the completed text. Each file is read from its
+/// `source` (default: its `path`), looked up in the manifest's directory,
+/// then in each of `search` in order. A digest the manifest states is
+/// checked against the file; `key` must be the publisher's.
 pub fn pack(
     manifest_path: &Path,
+    search: &[&Path],
     key: &SigningKey,
     progress: &mut PackProgress<'_>,
 ) -> Result<Package, PackageError> {
@@ -30,16 +37,58 @@ pub fn pack(
         let path = path.display().to_string();
         move |source| PackageError::Io { path, source }
     };
-    let text = std::fs::read_to_string(manifest_path).map_err(io(manifest_path))?;
-    let manifest = Manifest::parse(&text, &manifest_path.display().to_string())?;
+    let origin = manifest_path.display().to_string();
+    let authored = std::fs::read_to_string(manifest_path).map_err(io(manifest_path))?;
+    let dir = manifest_path.parent().unwrap_or(Path::new("."));
+    let dirs: Vec<&Path> = std::iter::once(dir).chain(search.iter().copied()).collect();
+    let find = |source: &str| -> Result<PathBuf, PackageError> {
+        dirs.iter()
+            .map(|d| d.join(source))
+            .find(|p| p.is_file())
+            .ok_or_else(|| PackageError::Io {
+                path: source.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "not found in {}; build or fetch it, or add a search directory",
+                        dirs.iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+            })
+    };
+    // Read each file once: its bytes give the digest the manifest lacks
+    // and become the blob.
+    let mut read: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut total = 0u64;
+    let mut read_error = None;
     let public = key.verifying_key().to_bytes();
+    let text = tally_manifest::authored::resolve(&authored, &origin, &public, &mut |src| {
+        let bytes = find(src.source)
+            .and_then(|p| std::fs::read(&p).map_err(io(&p)))
+            .map_err(|e| {
+                let message = e.to_string();
+                read_error.get_or_insert(e);
+                message
+            })?;
+        let digest = Digest::of(&bytes);
+        total += bytes.len() as u64;
+        read.insert(src.path.to_string(), bytes);
+        Ok(digest)
+    });
+    let text = match (text, read_error) {
+        (Err(_), Some(e)) => return Err(e),
+        (text, _) => text?,
+    };
+    let manifest = Manifest::parse(&text, &origin)?;
     if public != manifest.package.publisher {
         return Err(PackageError::WrongPublisherKey {
             key: hex::encode(public),
             manifest: hex::encode(manifest.package.publisher),
         });
     }
-    let dir = manifest_path.parent().unwrap_or(Path::new("."));
     let fields: Vec<(String, &tally_manifest::FileRef)> = manifest
         .modules
         .iter()
@@ -58,18 +107,18 @@ pub fn pack(
                 .map(|(name, g)| (format!("graphs.{name}"), &g.file)),
         )
         .collect();
-    let total: u64 = fields
-        .iter()
-        .map(|(_, f)| {
-            std::fs::metadata(dir.join(&f.path))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum();
+    // Files whose digest was written by hand are read now, and checked.
+    for (_, f) in &fields {
+        if !read.contains_key(&f.path) {
+            let path = find(&f.path)?;
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            total += bytes.len() as u64;
+            read.insert(f.path.clone(), bytes);
+        }
+    }
     let mut blobs = BTreeMap::new();
     for (field, f) in fields {
-        let path = dir.join(&f.path);
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let bytes = read.remove(&f.path).expect("every file was read above");
         let found = Digest::of(&bytes);
         if found != f.digest {
             return Err(PackageError::DigestMismatch {

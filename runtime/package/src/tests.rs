@@ -25,7 +25,13 @@ fn fixture() -> Fixture {
 }
 
 fn packed(f: &Fixture) -> Package {
-    pack(&f.dir.path().join("tally.toml"), &f.key, &mut |_, _, _| {}).unwrap()
+    pack(
+        &f.dir.path().join("tally.toml"),
+        &[],
+        &f.key,
+        &mut |_, _, _| {},
+    )
+    .unwrap()
 }
 
 fn bundle_bytes(p: &Package) -> Vec<u8> {
@@ -50,7 +56,13 @@ fn pack_write_read_round_trip() {
 fn pack_rejects_a_changed_file() {
     let f = fixture();
     std::fs::write(f.dir.path().join("data/a.txt"), b"HELLO").unwrap();
-    let e = pack(&f.dir.path().join("tally.toml"), &f.key, &mut |_, _, _| {}).unwrap_err();
+    let e = pack(
+        &f.dir.path().join("tally.toml"),
+        &[],
+        &f.key,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
     assert!(
         matches!(e, PackageError::DigestMismatch { ref field, .. } if field == "files[0]"),
         "{e}"
@@ -61,7 +73,13 @@ fn pack_rejects_a_changed_file() {
 fn pack_rejects_a_key_that_is_not_the_publisher() {
     let f = fixture();
     let other = SigningKey::generate(&mut rand_core::OsRng);
-    let e = pack(&f.dir.path().join("tally.toml"), &other, &mut |_, _, _| {}).unwrap_err();
+    let e = pack(
+        &f.dir.path().join("tally.toml"),
+        &[],
+        &other,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
     assert!(matches!(e, PackageError::WrongPublisherKey { .. }), "{e}");
 }
 
@@ -207,4 +225,30 @@ fn a_forged_signature_is_rejected() {
     let e = Package::new(p.manifest_text().to_string(), sig, p.blobs().clone()).unwrap_err();
     assert!(matches!(e, PackageError::BadSignature(_)), "{e}");
     let _ = std::io::sink().write(b"");
+}
+
+#[test]
+fn an_authored_manifest_packs_with_digests_and_publisher_filled_in() {
+    let f = fixture();
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(build.path().join("out.wasm"), b"\0asm built elsewhere").unwrap();
+    let authored = "# authored\n[package]\nname = \"t\"\nversion = \"1\"\n\n[modules.m]\npath = \"m.wasm\"\nsource = \"out.wasm\"\n\n[[files]]\npath = \"data/a.txt\"\n\n[[stages]]\nname = \"s\"\nmodule = \"m\"\nread = [\"data/a.txt\"]\n";
+    let manifest = f.dir.path().join("authored.toml");
+    std::fs::write(&manifest, authored).unwrap();
+    let p = pack(&manifest, &[build.path()], &f.key, &mut |_, _, _| {}).unwrap();
+    let m = p.manifest();
+    assert_eq!(m.package.publisher, f.key.verifying_key().to_bytes());
+    assert_eq!(m.modules["m"].digest, Digest::of(b"\0asm built elsewhere"));
+    assert_eq!(m.files[0].digest, Digest::of(b"hello"));
+    assert!(p.manifest_text().starts_with("# authored"));
+    // The bundle reads back as the same package.
+    let back = Package::from_bundle(bundle_bytes(&p).as_slice(), 1 << 20).unwrap();
+    assert_eq!(back.id(), p.id());
+    // Without the search directory, the error names where it looked.
+    let e = pack(&manifest, &[], &f.key, &mut |_, _, _| {}).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("out.wasm") && msg.contains("not found in"),
+        "{msg}"
+    );
 }

@@ -151,7 +151,7 @@ fn ocr(iters: usize, ort: &OrtConfig) {
         asset("ch_PP-OCRv4_rec_infer.onnx"),
     );
     let charset = Charset::parse(&tally_test_artifacts::pkg::ocr_charset()).unwrap();
-    let pkg = tally_test_artifacts::pkg::ocr_package(100_000_000_000);
+    let pkg = tally_test_artifacts::pkg::ocr_package();
     println!(
         "\nPP-OCRv4 OCR, three rendered lines (1 detection + 3 recognitions); median of {iters}"
     );

@@ -170,23 +170,54 @@ pub fn ocr_charset() -> String {
         .expect("the PP-OCRv4 recogniser carries its character list")
 }
 
-/// The OCR pipeline of `guests/ocr` on PP-OCRv4 with `fuel`, built in
-/// memory the way `manifests/ocr/tally.toml.in` describes it.
-pub fn ocr_package(fuel: u64) -> Package {
-    Pkg::new()
-        .limit(&format!("fuel = {fuel}"))
-        .graph("det", "det.onnx", asset("ch_PP-OCRv4_det_infer.onnx"), "")
-        .graph(
-            "rec",
-            "rec.onnx",
-            asset("ch_PP-OCRv4_rec_infer.onnx"),
-            "tolerance = { argmax = true }",
-        )
-        .file("ppocr_keys.txt", ocr_charset().as_bytes())
-        .guest_stage("ocr-detect", "graphs = [\"det\"]")
-        .guest_stage(
-            "ocr-recognize",
-            "graphs = [\"rec\"]\nread = [\"ppocr_keys.txt\"]",
-        )
-        .build()
+/// The directory the guests are built into.
+pub fn guest_dir() -> &'static std::path::Path {
+    std::path::Path::new(crate::ALL[0].1)
+        .parent()
+        .expect("guests are files in a directory")
+}
+
+/// Files derived from the assets, for the manifests that ship them: the
+/// PP-OCRv4 recogniser's character list (`ppocr_keys.txt`, as `tally
+/// graph-meta rec.onnx character` prints it). Written once, beside the
+/// assets.
+pub fn derived_dir() -> std::path::PathBuf {
+    let dir = assets_dir().join("derived");
+    let keys = dir.join("ppocr_keys.txt");
+    let charset = ocr_charset();
+    if std::fs::read(&keys).ok().as_deref() != Some(charset.as_bytes()) {
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join(format!("ppocr_keys.txt.{}", std::process::id()));
+        std::fs::write(&tmp, &charset).unwrap();
+        std::fs::rename(&tmp, &keys).unwrap();
+    }
+    dir
+}
+
+/// The committed manifest `manifests/NAME/tally.toml`, packed as a
+/// publisher would (`tally pack --search` the guests, the assets and the
+/// derived files), signed by the publisher key `[7; 32]`.
+pub fn manifest_package(name: &str) -> Package {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../manifests")
+        .join(name)
+        .join("tally.toml");
+    let (assets, derived) = (assets_dir(), derived_dir());
+    tally_package::pack(
+        &manifest,
+        &[guest_dir(), &assets, &derived],
+        &SigningKey::from_bytes(&[7; 32]),
+        &mut |_, _, _| {},
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", manifest.display()))
+}
+
+/// The OCR package of `manifests/ocr`.
+pub fn ocr_package() -> Package {
+    manifest_package("ocr")
+}
+
+/// The voice activity detection package of `manifests/vad`.
+pub fn vad_package() -> Package {
+    manifest_package("vad")
 }

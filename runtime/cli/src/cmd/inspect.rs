@@ -96,10 +96,39 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     for f in &m.files {
         println!("  file   {:<16} {} ", f.path, f.digest.short());
     }
+    for (name, g) in &m.graphs {
+        let targets: Vec<&str> = g
+            .targets
+            .iter()
+            .map(|t| match t {
+                tally_manifest::ExecutionTarget::Cpu => "cpu",
+                _ => "gpu",
+            })
+            .collect();
+        let tol = |t: &tally_manifest::Tolerance| {
+            format!(
+                "abs {:e} / rel {:e}{}",
+                t.abs,
+                t.rel,
+                if t.argmax { " + argmax" } else { "" }
+            )
+        };
+        println!(
+            "  graph  {name:<16} {} {} ({} bytes, targets {}, tolerance {})",
+            g.file.digest.short(),
+            g.file.path,
+            package.blob(&g.file.digest).map_or(0, <[u8]>::len),
+            targets.join(","),
+            tol(&g.tolerance)
+        );
+        for (i, t) in &g.outputs {
+            println!("         output {i}: tolerance {}", tol(t));
+        }
+    }
     for (i, s) in m.stages.iter().enumerate() {
         println!(
-            "  stage {i}: {} (module {}, args {:?}, reads {:?})",
-            s.name, s.module, s.args, s.read
+            "  stage {i}: {} (module {}, args {:?}, reads {:?}, graphs {:?})",
+            s.name, s.module, s.args, s.read, s.graphs
         );
     }
     let l = m.limits.resolve();

@@ -11,8 +11,14 @@ use super::{progress_bar, read_key, write, Result};
 /// `tally pack`
 #[derive(Args)]
 pub struct PackArgs {
-    /// The manifest (tally.toml); files are relative to its directory.
+    /// The manifest (tally.toml). Digests and the publisher it leaves out
+    /// are filled in; each file is read from its `source` (default: its
+    /// `path`) in the manifest's directory, then in each --search directory.
     manifest: PathBuf,
+    /// Another directory to look for the manifest's files in (repeatable,
+    /// in order), e.g. the guests' build output or $TALLY_ASSETS.
+    #[arg(long, value_name = "DIR")]
+    search: Vec<PathBuf>,
     /// The publisher's secret key (from `tally keygen`).
     #[arg(long, value_name = "KEY")]
     key: PathBuf,
@@ -24,7 +30,8 @@ pub struct PackArgs {
 pub fn pack(a: PackArgs) -> Result<()> {
     let key = read_key(&a.key)?;
     let mut bar: Option<ProgressBar> = None;
-    let package = tally_package::pack(&a.manifest, &key, &mut |path, size, total| {
+    let search: Vec<&std::path::Path> = a.search.iter().map(PathBuf::as_path).collect();
+    let package = tally_package::pack(&a.manifest, &search, &key, &mut |path, size, total| {
         let b = bar.get_or_insert_with(|| progress_bar(total));
         b.set_message(path.to_string());
         b.inc(size);

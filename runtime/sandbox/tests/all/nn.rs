@@ -102,18 +102,9 @@ fn speech_sample() -> &'static Sample {
     })
 }
 
+/// `manifests/vad`, packed as a publisher would.
 fn vad_package() -> Package {
-    Pkg::new()
-        .limit("fuel = 5000000000")
-        .graph(
-            "vad",
-            "silero_vad_openvino_16k.onnx",
-            asset("silero_vad_openvino_16k.onnx"),
-            "tolerance = { abs = 1e-4, rel = 1e-3 }",
-        )
-        .guest_stage("vad-probs", "graphs = [\"vad\"]")
-        .guest_stage("vad-segments", "")
-        .build()
+    tally_test_artifacts::pkg::vad_package()
 }
 
 pub fn sandbox(kind: BackendKind) -> Sandbox {

@@ -18,7 +18,7 @@ pub const LINES: [&str; 3] = text::OCR_LINES;
 
 pub fn ocr_package() -> &'static Package {
     static PKG: OnceLock<Package> = OnceLock::new();
-    PKG.get_or_init(|| pkg::ocr_package(50_000_000_000))
+    PKG.get_or_init(pkg::ocr_package)
 }
 
 fn image() -> &'static [u8] {
