@@ -220,6 +220,24 @@ fn serve_names_a_bad_backend_in_its_config_file() {
     );
 }
 
+/// Settings that cannot work stop `serve` at start, not at the first
+/// client: an empty token file would refuse everyone.
+#[test]
+fn serve_refuses_an_empty_token_file_and_too_many_workers() {
+    let d = Dir::new();
+    d.write("token", b"\n");
+    let r = d.tally(&["serve", "--token-file", "token", "--listen", "127.0.0.1:0"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the bearer token is empty"),
+        "{}",
+        r.stderr
+    );
+    let r = d.tally(&["serve", "--workers", "17", "--listen", "127.0.0.1:0"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--workers 16 or fewer"), "{}", r.stderr);
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -233,6 +251,7 @@ fn load_many_concurrent_clients_lose_nothing() {
     let bundle = d.read("images.tally");
     let up: Value = http
         .post(format!("{}/v1/packages", s.url))
+        .header("content-type", "application/octet-stream")
         .body(bundle)
         .send()
         .unwrap()
@@ -393,6 +412,7 @@ fn a_killed_server_leaves_a_consistent_store_and_every_reported_receipt() {
     let http = reqwest::blocking::Client::new();
     let up: Value = http
         .post(format!("{url}/v1/packages"))
+        .header("content-type", "application/octet-stream")
         .body(d.read("images.tally"))
         .send()
         .unwrap()
@@ -401,6 +421,7 @@ fn a_killed_server_leaves_a_consistent_store_and_every_reported_receipt() {
     let id = up["id"].as_str().unwrap().to_string();
     let up: Value = http
         .post(format!("{url}/v1/packages"))
+        .header("content-type", "application/octet-stream")
         .body(d.read("echo.tally"))
         .send()
         .unwrap()
@@ -424,6 +445,7 @@ fn a_killed_server_leaves_a_consistent_store_and_every_reported_receipt() {
                     // Uploads, over and over (idempotent).
                     let _ = http
                         .post(format!("{url}/v1/packages"))
+                        .header("content-type", "application/octet-stream")
                         .body(echo.clone())
                         .send();
                     continue;

@@ -51,6 +51,7 @@ impl Host {
             "upload",
             self.http
                 .post(format!("{}/v1/packages", self.url))
+                .header("content-type", "application/octet-stream")
                 .body(bundle.to_vec())
                 .send(),
         )?;

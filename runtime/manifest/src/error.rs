@@ -57,7 +57,7 @@ impl fmt::Display for ManifestError {
             ManifestErrorKind::Invalid(e) => write!(f, "{e}"),
             ManifestErrorKind::Dangling { what, name } => write!(
                 f,
-                "no {what} named `{name}` is declared; declare it (see manifests/README.md) or fix the name"
+                "no {what} named `{name}` is declared; declare it (see `A manifest` in README.md) or fix the name"
             ),
             ManifestErrorKind::Duplicate(name) => {
                 write!(f, "`{name}` is declared twice; names and paths must be unique")

@@ -104,6 +104,11 @@ impl Default for Policy {
 /// The default [`SandboxConfig::cache_bytes`]: 2 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
 
+/// Guest instances the pooling allocator holds ([`SandboxConfig::pooling`]):
+/// one per run executing at once (a run's stages run one after another), so
+/// a host runs at most this many at once.
+pub const POOL_INSTANCES: usize = 16;
+
 /// How to build a [`Sandbox`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]

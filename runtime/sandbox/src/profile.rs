@@ -212,9 +212,10 @@ pub fn wasmtime_config(config: &SandboxConfig) -> Result<Config, SandboxError> {
     if config.pooling {
         let caps = &config.policy.caps;
         let mut pool = wasmtime::PoolingAllocationConfig::default();
-        pool.total_core_instances(16)
-            .total_memories(16)
-            .total_tables(16)
+        let n = crate::POOL_INSTANCES as u32;
+        pool.total_core_instances(n)
+            .total_memories(n)
+            .total_tables(n)
             .total_component_instances(0)
             .max_memories_per_module(1)
             .max_tables_per_module(1)

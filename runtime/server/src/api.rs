@@ -4,8 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -63,7 +62,42 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             ApiError::not_found("no_such_route", "no such endpoint; see /v1/openapi.json")
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Gives every error the server sends a JSON body with a stable code,
+/// those of axum's own routing and extractors (405, a bad query string)
+/// included.
+async fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return r;
+    }
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    // axum's own messages are short; more is never read.
+    let text = axum::body::to_bytes(r.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
 }
 
 async fn metrics(State(s): AppS) -> impl IntoResponse {
@@ -90,19 +124,57 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
-/// Parses a JSON body, turning every failure into a JSON error.
-fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the request body exceeds the size cap",
-            )
-        } else {
-            ApiError::bad_request("bad_body", e.body_text())
-        }
-    })?;
+/// 415 unless the request says its body is `wanted` (one of them). A
+/// browser page can post `text/plain` or a form to a loopback server
+/// without asking; it cannot post these without a CORS preflight, which
+/// this server never grants.
+fn require_content_type(headers: &HeaderMap, wanted: &[&str]) -> ApiResult<()> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match given {
+        Some(t) if wanted.contains(&t.as_str()) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send the body as {} (Content-Type)", wanted.join(" or ")),
+        )),
+    }
+}
+
+/// Reads and parses a JSON body, at most `max_request_bytes`, turning every
+/// failure into a JSON error. Called after the token check: an anonymous
+/// client never makes the server buffer a body.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<T> {
+    require_content_type(headers, &["application/json"])?;
+    let bytes = axum::body::to_bytes(body, s.config.max_request_bytes)
+        .await
+        .map_err(|e| {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut too_large = false;
+            while let Some(c) = cause {
+                too_large |= c.is::<http_body_util::LengthLimitError>();
+                cause = c.source();
+            }
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!(
+                        "the request body exceeds the size cap of {} bytes",
+                        s.config.max_request_bytes
+                    ),
+                )
+            } else {
+                ApiError::bad_request("bad_body", format!("reading the request body: {e}"))
+            }
+        })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("bad_json", format!("invalid request JSON: {e}")))
 }
@@ -139,6 +211,31 @@ fn admit(s: &Arc<AppState>) -> ApiResult<Admission> {
 /// A job counted in [`AppState::inflight`].
 struct Admission(Arc<AppState>);
 
+/// An admitted job holding its worker: moved into the blocking task that
+/// does the work, so it is released when the work ends, not when the
+/// client goes away.
+struct Job {
+    _admission: Admission,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Admission {
+    /// Waits for a worker.
+    async fn worker(self) -> Job {
+        let permit = self
+            .0
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        Job {
+            _admission: self,
+            _permit: permit,
+        }
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         let now = self.0.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
@@ -148,8 +245,9 @@ impl Drop for Admission {
 
 // ---- packages ----
 
-async fn upload(State(s): AppS, body: Body) -> ApiResult<Response> {
+async fn upload(State(s): AppS, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     use tokio::io::AsyncWriteExt;
+    require_content_type(&headers, &["application/octet-stream", "application/x-tar"])?;
     let cap = s.config.max_upload_bytes;
     let tmp_dir = s.store.root().join("tmp");
     let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(ApiError::internal)?;
@@ -319,9 +417,12 @@ fn check_token(s: &AppState, headers: &HeaderMap) -> ApiResult<()> {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "submitting runs needs `Authorization: Bearer <token>`",
+            "runs and verifications need `Authorization: Bearer <token>`",
         )),
-        Some(t) if t.trim() == token.trim() => Ok(()),
+        // Compared as blake3 hashes, whose equality is constant-time.
+        Some(t) if blake3::hash(t.trim().as_bytes()) == blake3::hash(token.trim().as_bytes()) => {
+            Ok(())
+        }
         Some(_) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -357,10 +458,10 @@ async fn submit_run(
     State(s): AppS,
     headers: HeaderMap,
     Query(q): Query<RunQuery>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> ApiResult<Response> {
     check_token(&s, &headers)?;
-    let req: RunBody = json_body(body)?;
+    let req: RunBody = json_body(&s, &headers, body).await?;
     check_backend(&s, &req.backend)?;
     let package_id = req.package_id().map_err(bad_field)?;
     let input = req.input().map_err(bad_field)?;
@@ -371,17 +472,15 @@ async fn submit_run(
     set_status(&s, &run_id, RunStatus::Queued);
     let (st, id) = (s.clone(), run_id.clone());
     let job = tokio::spawn(async move {
-        let _admission = admission;
         let started = Instant::now();
-        let _permit = st
-            .workers
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
+        let job = admission.worker().await;
         set_status(&st, &id, RunStatus::Running);
         let (st2, id2) = (st.clone(), id.clone());
-        let result =
-            blocking(move || execute_run(&st2, &id2, &package, &input, req.fuel, seed)).await;
+        let result = blocking(move || {
+            let _job = job;
+            execute_run(&st2, &id2, &package, &input, req.fuel, seed)
+        })
+        .await;
         st.metrics
             .run_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -569,8 +668,10 @@ fn verify_error(e: VerifyError) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
 }
 
-async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Verdict>> {
-    let req: VerifyBody = json_body(body)?;
+async fn verify(State(s): AppS, headers: HeaderMap, body: Body) -> ApiResult<Json<Verdict>> {
+    // A replay costs what a run costs: the same token admits it.
+    check_token(&s, &headers)?;
+    let req: VerifyBody = json_body(&s, &headers, body).await?;
     check_backend(&s, &req.backend)?;
     req.receipt
         .check_format()
@@ -588,14 +689,10 @@ async fn verify(State(s): AppS, body: Result<Bytes, BytesRejection>) -> ApiResul
     // The package is checked before admission: an unknown one is a 404,
     // not a queued replay.
     let package = load_package(&s, claim.package_id).await?;
-    let _admission = admit(&s)?;
-    let _permit = s
-        .workers
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
+    let job = admit(&s)?.worker().await;
     let st = s.clone();
     let verdict = blocking(move || {
+        let _job = job;
         let sources = RequestSources {
             package,
             transcript,

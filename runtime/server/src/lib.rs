@@ -41,7 +41,8 @@ use tally_store::Store;
 pub struct ServerConfig {
     /// Store directory. Default: `$TALLY_HOME`, else `~/.tally`.
     pub store: PathBuf,
-    /// Runs executing at once. Default: the number of CPUs.
+    /// Runs executing at once. Default: the number of CPUs, at most
+    /// [`tally_sandbox::POOL_INSTANCES`].
     pub workers: usize,
     /// Runs waiting beyond the workers before requests are shed. Default: 64.
     pub queue: usize,
@@ -72,7 +73,8 @@ impl Default for ServerConfig {
             store: Store::default_root(),
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
-                .unwrap_or(2),
+                .unwrap_or(2)
+                .min(tally_sandbox::POOL_INSTANCES),
             queue: 64,
             publishers: None,
             token: None,
@@ -137,7 +139,7 @@ pub struct AppState {
     /// Runs and seals into the store (`tally_host`).
     pub(crate) host: tally_host::Host,
     pub(crate) metrics: metrics::Metrics,
-    pub(crate) workers: tokio::sync::Semaphore,
+    pub(crate) workers: Arc<tokio::sync::Semaphore>,
     /// Runs and verifications queued or running.
     pub(crate) inflight: AtomicUsize,
     pub(crate) runs: Mutex<api::RunTable>,
@@ -156,11 +158,37 @@ pub enum ServerError {
     /// Serving failed.
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    /// A setting that cannot work.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl ServerConfig {
+    /// Refuses settings that would start a server that cannot work: an
+    /// empty token (every client refused), more workers than the sandbox's
+    /// instance pool holds (runs would fail as host errors under load).
+    pub fn check(&self) -> Result<(), ServerError> {
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ServerError::Config(
+                "the bearer token is empty, so every run and verification would be refused; put a token in the token file".into(),
+            ));
+        }
+        if self.workers > tally_sandbox::POOL_INSTANCES {
+            return Err(ServerError::Config(format!(
+                "{} workers, but the sandbox's instance pool holds {}; use --workers {} or fewer",
+                self.workers,
+                tally_sandbox::POOL_INSTANCES,
+                tally_sandbox::POOL_INSTANCES
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl AppState {
     /// Opens the store and builds the sandbox (pooling, disk module cache).
     pub fn new(config: ServerConfig, key: SigningKey) -> Result<Arc<AppState>, ServerError> {
+        config.check()?;
         let store = Arc::new(Store::open(&config.store)?);
         let sandbox = Sandbox::new(
             SandboxConfig::default()
@@ -171,7 +199,7 @@ impl AppState {
         )?;
         let sandbox = Arc::new(sandbox);
         Ok(Arc::new(AppState {
-            workers: tokio::sync::Semaphore::new(config.workers.max(1)),
+            workers: Arc::new(tokio::sync::Semaphore::new(config.workers.max(1))),
             config,
             metrics: metrics::Metrics::with_caches(sandbox.clone()),
             host: tally_host::Host::new(sandbox.clone(), key, "tally serve")

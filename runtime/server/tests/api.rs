@@ -65,6 +65,7 @@ impl Server {
         let r = self
             .http
             .post(format!("{}/v1/packages", self.url))
+            .header("content-type", "application/octet-stream")
             .body(bytes.to_vec())
             .send()
             .await
@@ -323,19 +324,20 @@ async fn every_error_class_has_its_status_and_code() {
     let run: Value = r.json().await.unwrap();
     let mut forged = run["receipt"].clone();
     forged["claim"]["fuel_consumed"] = json!(1);
-    let (status, e) = s
-        .post(
-            "/v1/verify",
-            json!({ "receipt": forged, "input": b64::encode("x") }),
-        )
-        .await;
+    let (http, url) = (&s.http, &s.url);
+    let verify = |b: Value| async move {
+        let r = http
+            .post(format!("{url}/v1/verify"))
+            .bearer_auth("secret")
+            .json(&b)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let (status, e) = verify(json!({ "receipt": forged, "input": b64::encode("x") })).await;
     assert_eq!((status, code(&e)), (422, "bad_seal"));
-    let (status, e) = s
-        .post(
-            "/v1/verify",
-            json!({ "receipt": run["receipt"], "input": b64::encode("y") }),
-        )
-        .await;
+    let (status, e) = verify(json!({ "receipt": run["receipt"], "input": b64::encode("y") })).await;
     assert_eq!((status, code(&e)), (422, "input_mismatch"));
     s.stop().await;
 }
@@ -394,4 +396,101 @@ async fn shutdown_finishes_in_flight_runs_and_keeps_their_receipts() {
         metrics.contains("tally_runs_total{outcome=\"limit_exceeded\",backend=\"portable\"} 1"),
         "{metrics}"
     );
+}
+
+/// Replays cost as much as runs: a verify needs the token, and a verifier
+/// that disconnects does not free the slot its replay still uses (before,
+/// the admission and the worker permit were the handler's locals: dropped
+/// with the connection while the replay ran on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_is_authenticated_and_a_disconnected_verifier_keeps_its_slot() {
+    let s = start(|c| {
+        c.token = Some("secret".into());
+        c.workers = 1;
+        c.queue = 0;
+    })
+    .await;
+    let (spin, bytes) = bundle("spin", "fuel = 3_000_000_000", 1);
+    s.upload(&bytes).await;
+    let (echo, bytes) = bundle("echo", "", 1);
+    s.upload(&bytes).await;
+    let authed = |path: &str, body: Value| {
+        s.http
+            .post(format!("{}{path}", s.url))
+            .bearer_auth("secret")
+            .json(&body)
+            .send()
+    };
+    let run = |id: &Digest| serde_json::to_value(tally_api::RunBody::new(id, b"")).unwrap();
+    let r = authed("/v1/runs", run(&spin)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let report: tally_api::RunReport = r.json().await.unwrap();
+    let verify = serde_json::to_value(tally_api::VerifyBody::new(report.receipt, b"")).unwrap();
+
+    // Anonymous: 401, before any work.
+    let (status, e) = s.post("/v1/verify", verify.clone()).await;
+    assert_eq!((status, code(&e)), (401, "unauthorized"));
+    // JSON only as JSON: a browser's text/plain post is refused.
+    let r = s
+        .http
+        .post(format!("{}/v1/verify", s.url))
+        .bearer_auth("secret")
+        .header("content-type", "text/plain")
+        .body(verify.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    assert_eq!(code(&r.json().await.unwrap()), "unsupported_media_type");
+
+    // A verifier that gives up after 300 ms.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(format!("{}/v1/verify", s.url))
+        .bearer_auth("secret")
+        .json(&verify)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the replay takes longer than 300 ms");
+    // Its replay still runs, in the only slot: the next job is shed.
+    assert_eq!(s.state.inflight(), 1);
+    let r = authed("/v1/runs", run(&echo)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    // Once the replay is done, the slot is free again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while s.state.inflight() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the replay ends");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = authed("/v1/runs", run(&echo)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    s.stop().await;
+}
+
+/// Every status the server sends has a JSON error body, the routing's own
+/// (405, unknown query parameters) included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_json() {
+    let s = start(|_| {}).await;
+    let r = s
+        .http
+        .get(format!("{}/v1/verify", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(code(&r.json().await.unwrap()), "method_not_allowed");
+    let r = s
+        .http
+        .post(format!("{}/v1/runs?wait=maybe", s.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(code(&r.json().await.unwrap()), "bad_request");
+    s.stop().await;
 }
