@@ -402,7 +402,10 @@ struct RunQuery {
 pub(crate) enum RunStatus {
     Queued,
     Running,
-    Done(Arc<RunReport>),
+    /// Sealed: the receipt's claim digest. The receipt and the output are
+    /// in the store; the table holds only digests, so finished runs cost
+    /// no memory whatever their output size.
+    Done(Digest),
     Failed(String),
 }
 
@@ -485,7 +488,7 @@ async fn submit_run(
             .run_seconds
             .observe(started.elapsed().as_secs_f64());
         match &result {
-            Ok(report) => set_status(&st, &id, RunStatus::Done(report.clone())),
+            Ok(report) => set_status(&st, &id, RunStatus::Done(report.claim_digest)),
             Err(e) => set_status(&st, &id, RunStatus::Failed(e.message.clone())),
         }
         result
@@ -580,7 +583,26 @@ async fn get_run(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> 
         Some(RunStatus::Queued) => pending(RunState::Queued, None),
         Some(RunStatus::Running) => pending(RunState::Running, None),
         Some(RunStatus::Failed(m)) => pending(RunState::Failed, Some(m)),
-        Some(RunStatus::Done(r)) => Json(r.as_ref()).into_response(),
+        Some(RunStatus::Done(claim)) => {
+            let st = s.clone();
+            let report = blocking(move || {
+                let receipt = st.store.get_receipt(&claim)?;
+                let output = match receipt.claim.output_len {
+                    0 => Vec::new(),
+                    _ => st.store.get_blob(&receipt.claim.output)?,
+                };
+                Ok(RunReport {
+                    run_id: id,
+                    state: RunState::Done,
+                    claim_digest: claim,
+                    outcome: receipt.claim.outcome.clone(),
+                    output: RunReport::encode_output(&output),
+                    receipt,
+                })
+            })
+            .await?;
+            Json(report).into_response()
+        }
     })
 }
 
