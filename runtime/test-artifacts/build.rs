@@ -5,7 +5,6 @@
 //! Needs the target: `rustup target add wasm32-wasip1`.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -16,32 +15,10 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.join("guests");
 
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        // Run in guests/ so that guests/.cargo/config.toml applies.
-        .current_dir(&guests)
-        .arg("build")
-        .arg("--release")
-        .arg("--target=wasm32-wasip1")
-        .arg("--locked")
-        .arg("--manifest-path")
-        .arg(guests.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // Flags meant for the host build must not leak into the guests.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
-        .status()
-        .expect("failed to run cargo for the guests");
-    assert!(
-        status.success(),
-        "building guests/ for wasm32-wasip1 failed; is the target installed? (`rustup target add wasm32-wasip1`)"
-    );
-
-    let release = target_dir.join("wasm32-wasip1/release");
+    // Reproducibly (source paths remapped), like every guest a package
+    // ships: see `tally-guest-build`.
+    let root = guests.parent().expect("guests/ is in the checkout");
+    let release = tally_guest_build::build(root, &guests, &target_dir);
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&release).unwrap() {
         let path = entry.unwrap().path();

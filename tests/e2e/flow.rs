@@ -198,3 +198,42 @@ fn a_local_run_of_a_bundle_verifies_with_no_flags() {
     let v = d.tally(&["verify", "r.json", "--input", "in"]).expect(0);
     assert!(v.stdout.contains("verified"), "{}", v.stdout);
 }
+
+/// A new publisher's path, as the README walks it: `tally new`, build the
+/// guest, pack the authored manifest, run, verify with no flags.
+#[test]
+fn tally_new_to_a_verified_receipt() {
+    let d = Dir::new();
+    let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/sdk");
+    d.tally(&["new", "hello", "--sdk", sdk]).expect(0);
+    // The scaffold refuses to overwrite, and refuses a bad name.
+    d.tally(&["new", "hello", "--sdk", sdk]).expect(2);
+    d.tally(&["new", "Hello"]).expect(2);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--release", "--quiet"])
+        .current_dir(d.path("hello"))
+        // The test's own build settings are not the guest's.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .status()
+        .unwrap();
+    assert!(built.success(), "the scaffold builds");
+    d.publisher();
+    d.tally(&[
+        "pack",
+        "hello/tally.toml",
+        "--key",
+        "publisher.key",
+        "--out",
+        "hello.tally",
+    ])
+    .expect(0);
+    d.write("in", b"three small words");
+    d.run("hello.tally", &[]).expect(0);
+    assert_eq!(d.read_string("o"), "{\"bytes\":17,\"words\":3}\n");
+    let v = d.tally(&["verify", "r.json", "--input", "in"]).expect(0);
+    assert!(v.stdout.starts_with("verified"), "{}", v.stdout);
+}

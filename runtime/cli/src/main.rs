@@ -29,6 +29,8 @@ pub struct Cli {
 enum Command {
     /// Generate an ed25519 key pair: KEY (secret, hex) and KEY.pub (public, hex).
     Keygen(cmd::keygen::KeygenArgs),
+    /// Create a package: a guest crate on the SDK and its manifest.
+    New(cmd::new::NewArgs),
     /// Pack a manifest and its files into a signed bundle.
     Pack(cmd::pack::PackArgs),
     /// Add a bundle to the local store; prints the package id.
@@ -101,6 +103,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
                     tally_store::StoreError::Io { .. }
                         | tally_store::StoreError::Index(_)
                         | tally_store::StoreError::CorruptBlob { .. }
+                        | tally_store::StoreError::Package { .. }
                         | tally_store::StoreError::Locked(_)
                 )
             )
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(tally_store::Store::default_root);
     let result = match cli.command {
         Command::Keygen(a) => cmd::keygen::keygen(a),
+        Command::New(a) => cmd::new::new(a),
         Command::Pack(a) => cmd::pack::pack(a),
         Command::Publish(a) => cmd::publish::publish(a, &store),
         Command::Run(a) => cmd::run::run(a, &store),

@@ -58,20 +58,26 @@ pub fn resolve(
     let mut fill = |field: String, table: &mut dyn toml_edit::TableLike| {
         let source = match table.remove(SOURCE_KEY) {
             None => None,
-            Some(item) => Some(item.as_str().map(String::from).ok_or_else(|| {
-                err(
-                    &format!("{field}.{SOURCE_KEY}"),
-                    ManifestErrorKind::Invalid("expected a relative file path".into()),
-                )
-            })?),
+            Some(item) => Some(
+                item.as_str()
+                    .filter(|s| is_relative_inside(s))
+                    .map(String::from)
+                    .ok_or_else(|| {
+                        err(
+                            &format!("{field}.{SOURCE_KEY}"),
+                            ManifestErrorKind::Invalid(
+                                "expected a relative path without `..` (it is looked up in the manifest's directory and the --search directories)".into(),
+                            ),
+                        )
+                    })?,
+            ),
         };
-        if table.get("digest").is_some() {
-            return Ok(());
-        }
         let Some(path) = table.get("path").and_then(Item::as_str).map(String::from) else {
             // The strict parse names the missing path.
             return Ok(());
         };
+        // Read through `source` even when the digest is written: pack
+        // checks it against what it reads.
         let from = source.as_deref().unwrap_or(&path);
         let digest = digest_of(&Source {
             field: &field,
@@ -79,7 +85,9 @@ pub fn resolve(
             source: from,
         })
         .map_err(|e| err(&field, ManifestErrorKind::Invalid(e)))?;
-        table.insert("digest", toml_edit::value(digest.to_string()));
+        if table.get("digest").is_none() {
+            table.insert("digest", toml_edit::value(digest.to_string()));
+        }
         Ok(())
     };
     for section in ["modules", "graphs"] {
@@ -109,6 +117,17 @@ pub fn resolve(
         }
     }
     Ok(doc.to_string())
+}
+
+/// A relative path of normal components: no root, no `..`, no `.`, no
+/// backslash, so it names a file under the directory it is joined to.
+fn is_relative_inside(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\\')
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 #[cfg(test)]
@@ -159,6 +178,8 @@ graphs = ["g"]
                     "build/out/main.wasm".into()
                 ),
                 ("graphs.g".into(), "g.onnx".into(), "g.onnx".into()),
+                // Written digests are read too: pack checks them.
+                ("files[0]".into(), "data.txt".into(), "data.txt".into()),
             ]
         );
         assert!(text.starts_with("# a comment that stays"), "{text}");
@@ -178,7 +199,24 @@ graphs = ["g"]
         .unwrap_err();
         assert_eq!(e.field, "modules.main");
         // A complete manifest resolves to itself.
-        let again = resolve(&text, "x", &[9; 32], &mut |_| unreachable!()).unwrap();
+        let again = resolve(&text, "x", &[9; 32], &mut |s| {
+            Ok(Digest::of(s.path.as_bytes()))
+        })
+        .unwrap();
         assert_eq!(again, text);
+        // A source outside the search directories is refused: pack would
+        // sign whatever file it names.
+        for bad in [
+            "/etc/hostname",
+            "../secret",
+            "a/../../b",
+            "./x",
+            r"a\\b",
+            "",
+        ] {
+            let text = authored.replace("build/out/main.wasm", bad);
+            let e = resolve(&text, "tally.toml", &[7; 32], &mut |_| unreachable!()).unwrap_err();
+            assert_eq!(e.field, "modules.main.source", "{bad}");
+        }
     }
 }

@@ -55,6 +55,10 @@ use tally_digest::{Canon, Encode};
 /// The domain tag of the manifest's canonical encoding.
 pub const MANIFEST_TAG: &str = "tally.Manifest.v1";
 
+/// Most entries in any list of a manifest (modules, files, graphs, stages,
+/// and each stage's args, env, read and graphs): 4096.
+pub const MAX_ENTRIES: usize = 4096;
+
 /// The conventional file name of a manifest.
 pub const MANIFEST_FILE: &str = "tally.toml";
 

@@ -381,6 +381,39 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         }
     }
 
+    // Counts first: every check below is then linear in a bounded input.
+    let counts = [
+        ("modules", raw.modules.len()),
+        ("files", raw.files.len()),
+        ("graphs", raw.graphs.len()),
+        ("stages", raw.stages.len()),
+    ];
+    let per_stage = raw.stages.iter().enumerate().flat_map(|(i, s)| {
+        [
+            (format!("stages[{i}].args"), s.args.len()),
+            (format!("stages[{i}].env"), s.env.len()),
+            (format!("stages[{i}].read"), s.read.len()),
+            (format!("stages[{i}].graphs"), s.graphs.len()),
+        ]
+    });
+    for (field, n) in counts
+        .into_iter()
+        .map(|(f, n)| (f.to_string(), n))
+        .chain(per_stage)
+    {
+        if n > crate::MAX_ENTRIES {
+            return Err(ManifestError {
+                file: origin.to_string(),
+                line: None,
+                field,
+                kind: ManifestErrorKind::Invalid(format!(
+                    "{n} entries; a manifest list holds at most {}",
+                    crate::MAX_ENTRIES
+                )),
+            });
+        }
+    }
+
     // Modules and files: every path once.
     let mut paths = BTreeSet::new();
     let mut modules = BTreeMap::new();
@@ -426,6 +459,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
             ),
         });
     }
+    let file_paths: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     let mut stage_names = BTreeSet::new();
     let mut stages = Vec::new();
     for (i, s) in raw.stages.iter().enumerate() {
@@ -474,10 +508,11 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
             ));
         }
         let mut read = Vec::new();
+        let mut read_set = std::collections::BTreeSet::new();
         for (j, r) in s.read.iter().enumerate() {
             let rfield = format!("{field}.read[{j}]");
             let path = cx.path(r, &rfield)?;
-            if !files.iter().any(|f| f.path == path) {
+            if !file_paths.contains(path.as_str()) {
                 return Err(cx.err(
                     &r.span(),
                     rfield,
@@ -487,12 +522,13 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
                     },
                 ));
             }
-            if read.contains(&path) {
+            if !read_set.insert(path.clone()) {
                 return Err(cx.err(&r.span(), rfield, ManifestErrorKind::Duplicate(path)));
             }
             read.push(path);
         }
         let mut stage_graphs = Vec::new();
+        let mut graph_set = std::collections::BTreeSet::new();
         for (j, g) in s.graphs.iter().enumerate() {
             let gfield = format!("{field}.graphs[{j}]");
             let name = g.get_ref().clone();
@@ -506,7 +542,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
                     },
                 ));
             }
-            if stage_graphs.contains(&name) {
+            if !graph_set.insert(name.clone()) {
                 return Err(cx.err(&g.span(), gfield, ManifestErrorKind::Duplicate(name)));
             }
             stage_graphs.push(name);

@@ -287,3 +287,34 @@ fn each_limit_is_named_as_its_manifest_field() {
         );
     }
 }
+
+/// A manifest with thousands of files read by a stage is checked in linear
+/// time (it was quadratic: 484 s of CPU for a 14.7 MB manifest), and lists
+/// beyond [`MAX_ENTRIES`] are refused before any check.
+#[test]
+fn large_manifests_are_checked_in_linear_time_and_capped() {
+    let n = MAX_ENTRIES;
+    let mut text = format!(
+        "[package]\nname = \"big\"\nversion = \"1\"\npublisher = \"{PUB}\"\n\n[modules.m]\npath = \"m.wasm\"\ndigest = \"{D1}\"\n\n"
+    );
+    for i in 0..n {
+        text.push_str(&format!("[[files]]\npath = \"f/{i}\"\ndigest = \"{D1}\"\n"));
+    }
+    let reads: Vec<String> = (0..n).map(|i| format!("\"f/{i}\"")).collect();
+    text.push_str(&format!(
+        "[[stages]]\nname = \"s\"\nmodule = \"m\"\nread = [{}]\n",
+        reads.join(", ")
+    ));
+    let started = std::time::Instant::now();
+    let m = Manifest::parse(&text, "tally.toml").unwrap();
+    assert_eq!(m.stages[0].read.len(), n);
+    // Not a timing threshold: a report for the curious (`--nocapture`).
+    eprintln!("{n} files, {n} reads: {:?}", started.elapsed());
+    let over = text.replacen(
+        "[[stages]]",
+        &format!("[[files]]\npath = \"f/{n}\"\ndigest = \"{D1}\"\n[[stages]]"),
+        1,
+    );
+    let e = Manifest::parse(&over, "tally.toml").unwrap_err();
+    assert_eq!(e.field, "files");
+}

@@ -6,10 +6,9 @@
 //! means the portable backend computes exactly what native tract computes,
 //! only with wasm's deterministic float semantics.
 //!
-//! - [`Tensor`] and [`ElemType`]: a tensor as wasi-nn passes it (element
-//!   type, `u32` dimensions, little-endian bytes), checked on construction
-//!   ([`Tensor::new`]), with a stable byte encoding for lists of tensors
-//!   ([`encode_tensors`], [`decode_tensors`]).
+//! - [`Tensor`] and [`ElemType`] (re-exported from `tally-tensor`, the
+//!   format crate a verifier needs without tract): a tensor as wasi-nn
+//!   passes it, with a stable byte encoding for lists of tensors.
 //! - [`check_onnx`]: the policy every graph passes at pack and load time:
 //!   standard operator domains only, a known opset, no external data, no
 //!   model-local functions.
@@ -64,249 +63,62 @@ pub enum NnError {
 /// Result alias for this crate.
 pub type Result<T, E = NnError> = std::result::Result<T, E>;
 
-/// Element types, numbered as wasi-nn's `tensor_type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum ElemType {
-    /// IEEE half precision.
-    F16 = 0,
-    /// IEEE single precision.
-    F32 = 1,
-    /// IEEE double precision.
-    F64 = 2,
-    /// Unsigned byte.
-    U8 = 3,
-    /// 32-bit signed integer.
-    I32 = 4,
-    /// 64-bit signed integer.
-    I64 = 5,
-}
-
-impl ElemType {
-    /// From wasi-nn's `tensor_type` code.
-    pub fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            0 => Self::F16,
-            1 => Self::F32,
-            2 => Self::F64,
-            3 => Self::U8,
-            4 => Self::I32,
-            5 => Self::I64,
-            _ => return None,
-        })
-    }
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Self::U8 => 1,
-            Self::F16 => 2,
-            Self::F32 | Self::I32 => 4,
-            Self::F64 | Self::I64 => 8,
-        }
-    }
-    /// Lower-case name (`f32`, `i64`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F16 => "f16",
-            Self::F32 => "f32",
-            Self::F64 => "f64",
-            Self::U8 => "u8",
-            Self::I32 => "i32",
-            Self::I64 => "i64",
-        }
-    }
-    fn datum(self) -> DatumType {
-        match self {
-            Self::F16 => DatumType::F16,
-            Self::F32 => DatumType::F32,
-            Self::F64 => DatumType::F64,
-            Self::U8 => DatumType::U8,
-            Self::I32 => DatumType::I32,
-            Self::I64 => DatumType::I64,
-        }
-    }
-    fn from_datum(dt: DatumType) -> Option<Self> {
-        Some(match dt {
-            DatumType::F16 => Self::F16,
-            DatumType::F32 => Self::F32,
-            DatumType::F64 => Self::F64,
-            DatumType::U8 => Self::U8,
-            DatumType::I32 => Self::I32,
-            DatumType::I64 => Self::I64,
-            _ => return None,
-        })
+impl From<TensorError> for NnError {
+    fn from(e: TensorError) -> Self {
+        NnError::BadTensor(e.0)
     }
 }
 
-/// A dense tensor: element type, dimensions, little-endian data.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tensor {
-    ty: ElemType,
-    dims: Vec<u32>,
-    data: Vec<u8>,
+pub use tally_tensor::{byte_len, decode_tensors, encode_tensors, ElemType, Tensor, TensorError};
+
+fn datum(ty: ElemType) -> DatumType {
+    match ty {
+        ElemType::F16 => DatumType::F16,
+        ElemType::F32 => DatumType::F32,
+        ElemType::F64 => DatumType::F64,
+        ElemType::U8 => DatumType::U8,
+        ElemType::I32 => DatumType::I32,
+        ElemType::I64 => DatumType::I64,
+        _ => unreachable!("every element type wasi-nn carries has a tract datum"),
+    }
 }
 
-impl Tensor {
-    /// A tensor whose `data` holds exactly product(`dims`) × element size
-    /// bytes (checked arithmetic), and at most `max_bytes`.
-    pub fn new(ty: ElemType, dims: Vec<u32>, data: Vec<u8>, max_bytes: usize) -> Result<Self> {
-        let want = byte_len(ty, &dims)
-            .filter(|&n| n <= max_bytes)
-            .ok_or_else(|| {
-                NnError::BadTensor(format!(
-                    "{} {dims:?} is larger than the cap of {max_bytes} bytes",
-                    ty.name()
-                ))
-            })?;
-        if data.len() != want {
-            return Err(NnError::BadTensor(format!(
-                "{} {dims:?} needs {want} bytes, got {}",
-                ty.name(),
-                data.len()
-            )));
-        }
-        Ok(Tensor { ty, dims, data })
-    }
-    /// The element type.
-    pub fn ty(&self) -> ElemType {
-        self.ty
-    }
-    /// The dimensions.
-    pub fn dims(&self) -> &[u32] {
-        &self.dims
-    }
-    /// The raw little-endian data.
-    pub fn data(&self) -> &[u8] {
-        &self.data
-    }
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        self.data.len() / self.ty.size()
-    }
-    /// True when the tensor has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-    /// The elements widened to `f64` (f16 included), for comparisons.
-    pub fn to_f64(&self) -> Vec<f64> {
-        let d = &self.data;
-        match self.ty {
-            ElemType::U8 => d.iter().map(|&b| b as f64).collect(),
-            ElemType::F16 => d
-                .chunks_exact(2)
-                .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())
-                .collect(),
-            ElemType::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            ElemType::I32 => d
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            ElemType::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            ElemType::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-        }
-    }
+fn elem_type(dt: DatumType) -> Option<ElemType> {
+    Some(match dt {
+        DatumType::F16 => ElemType::F16,
+        DatumType::F32 => ElemType::F32,
+        DatumType::F64 => ElemType::F64,
+        DatumType::U8 => ElemType::U8,
+        DatumType::I32 => ElemType::I32,
+        DatumType::I64 => ElemType::I64,
+        _ => return None,
+    })
+}
 
-    fn to_tract(&self) -> Result<TValue> {
-        let shape: Vec<usize> = self.dims.iter().map(|&d| d as usize).collect();
-        // SAFETY: `Tensor::new` checked that data holds exactly
-        // product(dims) elements of `ty`, and every bit pattern is a valid
-        // value of these plain numeric types.
-        let t = unsafe {
-            tract_onnx::prelude::Tensor::from_raw_dt(self.ty.datum(), &shape, &self.data)
-        }
+fn to_tract(t: &Tensor) -> Result<TValue> {
+    let shape: Vec<usize> = t.dims().iter().map(|&d| d as usize).collect();
+    // SAFETY: `Tensor::new` checked that data holds exactly product(dims)
+    // elements of its type, and every bit pattern is a valid value of these
+    // plain numeric types.
+    let v = unsafe { tract_onnx::prelude::Tensor::from_raw_dt(datum(t.ty()), &shape, t.data()) }
         .map_err(|e| NnError::BadTensor(format!("{e:#}")))?;
-        Ok(t.into_tvalue())
-    }
-
-    fn from_tract(t: &tract_onnx::prelude::Tensor, max_bytes: usize) -> Result<Self> {
-        let ty = ElemType::from_datum(t.datum_type()).ok_or_else(|| {
-            NnError::Run(format!(
-                "the graph produced a {:?} tensor, which wasi-nn cannot carry",
-                t.datum_type()
-            ))
-        })?;
-        let dims = t
-            .shape()
-            .iter()
-            .map(|&d| u32::try_from(d))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| NnError::Run("an output dimension exceeds u32".into()))?;
-        Tensor::new(ty, dims, t.as_bytes().to_vec(), max_bytes)
-    }
+    Ok(v.into_tvalue())
 }
 
-/// product(`dims`) × element size, or `None` on overflow.
-pub fn byte_len(ty: ElemType, dims: &[u32]) -> Option<usize> {
-    dims.iter()
-        .try_fold(ty.size(), |acc, &d| acc.checked_mul(d as usize))
-}
-
-/// Encodes tensors as: count (u32 LE), then per tensor its type code (u8),
-/// rank (u32), dimensions (u32 each), byte length (u64) and bytes. Stable:
-/// stored output tensors and the portable backend's ABI use it.
-pub fn encode_tensors(tensors: &[Tensor]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(tensors.len() as u32).to_le_bytes());
-    for t in tensors {
-        out.push(t.ty as u8);
-        out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-        for d in &t.dims {
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-        out.extend_from_slice(&(t.data.len() as u64).to_le_bytes());
-        out.extend_from_slice(&t.data);
-    }
-    out
-}
-
-/// Decodes [`encode_tensors`]' format, checking every tensor against
-/// `max_bytes` and rejecting trailing bytes.
-pub fn decode_tensors(mut bytes: &[u8], max_bytes: usize) -> Result<Vec<Tensor>> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
-        if b.len() < n {
-            return Err(NnError::BadTensor("truncated tensor list".into()));
-        }
-        let (head, tail) = b.split_at(n);
-        *b = tail;
-        Ok(head)
-    }
-    let u32_of =
-        |b: &mut &[u8]| -> Result<u32> { Ok(u32::from_le_bytes(take(b, 4)?.try_into().unwrap())) };
-    let count = u32_of(&mut bytes)?;
-    let mut tensors = Vec::new();
-    for _ in 0..count {
-        let code = take(&mut bytes, 1)?[0];
-        let ty = ElemType::from_code(code)
-            .ok_or_else(|| NnError::BadTensor(format!("unknown tensor type code {code}")))?;
-        let rank = u32_of(&mut bytes)?;
-        if rank > 16 {
-            return Err(NnError::BadTensor(format!("rank {rank} exceeds 16")));
-        }
-        let dims = (0..rank)
-            .map(|_| u32_of(&mut bytes))
-            .collect::<Result<Vec<_>>>()?;
-        let len = u64::from_le_bytes(take(&mut bytes, 8)?.try_into().unwrap());
-        let len =
-            usize::try_from(len).map_err(|_| NnError::BadTensor("length overflows".into()))?;
-        let data = take(&mut bytes, len)?.to_vec();
-        tensors.push(Tensor::new(ty, dims, data, max_bytes)?);
-    }
-    if !bytes.is_empty() {
-        return Err(NnError::BadTensor(format!(
-            "{} trailing bytes after the tensor list",
-            bytes.len()
-        )));
-    }
-    Ok(tensors)
+fn from_tract(t: &tract_onnx::prelude::Tensor, max_bytes: usize) -> Result<Tensor> {
+    let ty = elem_type(t.datum_type()).ok_or_else(|| {
+        NnError::Run(format!(
+            "the graph produced a {:?} tensor, which wasi-nn cannot carry",
+            t.datum_type()
+        ))
+    })?;
+    let dims = t
+        .shape()
+        .iter()
+        .map(|&d| u32::try_from(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| NnError::Run("an output dimension exceeds u32".into()))?;
+    Ok(Tensor::new(ty, dims, t.as_bytes().to_vec(), max_bytes)?)
 }
 
 /// What [`check_onnx`] learned about an accepted graph.
@@ -599,7 +411,7 @@ impl Plan {
         for (i, (ty, dims)) in sig.iter().enumerate() {
             let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
             model
-                .set_input_fact(i, InferenceFact::dt_shape(ty.datum(), shape))
+                .set_input_fact(i, InferenceFact::dt_shape(datum(*ty), shape))
                 .map_err(err)?;
         }
         let mut typed = model.into_typed().map_err(err)?;
@@ -622,17 +434,14 @@ impl Plan {
 
     /// Runs the plan. Each output must fit in `max_output_bytes`.
     pub fn run(&self, inputs: &[Tensor], max_output_bytes: usize) -> Result<Vec<Tensor>> {
-        let values = inputs
-            .iter()
-            .map(Tensor::to_tract)
-            .collect::<Result<TVec<_>>>()?;
+        let values = inputs.iter().map(to_tract).collect::<Result<TVec<_>>>()?;
         let outputs = self
             .runnable
             .run(values)
             .map_err(|e| NnError::Run(format!("{e:#}")))?;
         outputs
             .iter()
-            .map(|t| Tensor::from_tract(t, max_output_bytes))
+            .map(|t| from_tract(t, max_output_bytes))
             .collect()
     }
 }

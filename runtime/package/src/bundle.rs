@@ -167,13 +167,19 @@ pub(crate) fn write(package: &Package, writer: impl Write) -> std::io::Result<()
 }
 
 /// Reads a bundle strictly (see the crate docs).
-pub(crate) fn read(reader: impl Read, max_bytes: u64) -> Result<Package, PackageError> {
+pub(crate) fn read(
+    reader: impl Read,
+    max_bytes: u64,
+    allow: &crate::PublisherCheck<'_>,
+) -> Result<Package, PackageError> {
     let corrupt = |m: String| PackageError::Corrupt(m);
     // The sum of entry sizes is the real cap (checked below); this bound on
     // raw bytes also covers headers and padding.
     let mut archive =
         tar::Archive::new(reader.take(max_bytes.saturating_mul(2).saturating_add(1 << 20)));
-    let mut text: Option<String> = None;
+    // The manifest (entry 0) and its signature (entry 1) are checked, and
+    // the publisher accepted, before any blob is read.
+    let mut text: Option<(String, Manifest)> = None;
     let mut sig: Option<PackageSignature> = None;
     let mut blobs = BTreeMap::new();
     let mut total = 0u64;
@@ -209,16 +215,18 @@ pub(crate) fn read(reader: impl Read, max_bytes: u64) -> Result<Package, Package
         }
         match (index, name.as_str()) {
             (0, MANIFEST_FILE) => {
-                text = Some(
-                    String::from_utf8(bytes)
-                        .map_err(|_| corrupt(format!("{MANIFEST_FILE} is not UTF-8")))?,
-                );
+                let t = String::from_utf8(bytes)
+                    .map_err(|_| corrupt(format!("{MANIFEST_FILE} is not UTF-8")))?;
+                let manifest = Manifest::parse(&t, MANIFEST_FILE)?;
+                text = Some((t, manifest));
             }
             (1, SIG_FILE) => {
-                sig = Some(
-                    serde_json::from_slice(&bytes)
-                        .map_err(|e| corrupt(format!("{SIG_FILE}: {e}")))?,
-                );
+                let s: PackageSignature = serde_json::from_slice(&bytes)
+                    .map_err(|e| corrupt(format!("{SIG_FILE}: {e}")))?;
+                let (_, manifest) = text.as_ref().expect("entry 0 is the manifest");
+                s.verify(&manifest.id(), &manifest.package.publisher)?;
+                allow(&manifest.package.publisher)?;
+                sig = Some(s);
             }
             (i, n) if i >= 2 && n.starts_with(BLOB_DIR) => {
                 let digest: Digest = n[BLOB_DIR.len()..].parse().map_err(|e| {
@@ -242,7 +250,8 @@ pub(crate) fn read(reader: impl Read, max_bytes: u64) -> Result<Package, Package
         text.ok_or_else(|| corrupt(format!("no {MANIFEST_FILE}: this is not a Tally bundle")))?;
     let sig = sig.ok_or_else(|| corrupt(format!("no {SIG_FILE}: the bundle is not signed")))?;
     let referenced: usize = blobs.len();
-    let package = Package::new(text, sig, blobs)?;
+    let (text, manifest) = text;
+    let package = Package::assemble(manifest, text, sig, blobs)?;
     if package.blobs.len() != referenced {
         return Err(corrupt(
             "the bundle holds blobs the manifest does not name".into(),

@@ -107,6 +107,12 @@ pub enum PackageError {
     /// The bundle is structurally invalid (names the entry).
     #[error("corrupt bundle: {0}")]
     Corrupt(String),
+    /// The host does not accept this publisher.
+    #[error("publisher {publisher} is not accepted by this host")]
+    PublisherNotAllowed {
+        /// The publisher key, hex.
+        publisher: String,
+    },
     /// The bundle is larger than allowed.
     #[error("bundle exceeds the size cap of {cap} bytes")]
     TooLarge {
@@ -157,15 +163,31 @@ impl PackageSignature {
     }
 }
 
+/// Decides whether a host accepts a publisher (its ed25519 key); see
+/// [`Package::from_bundle_file_by`].
+pub type PublisherCheck<'a> = dyn Fn(&[u8; 32]) -> Result<(), PackageError> + 'a;
+
 impl Package {
     /// Builds a package from parts, checking digests and the signature.
     pub fn new(
         manifest_text: String,
         signature: PackageSignature,
-        mut blobs: BTreeMap<Digest, Vec<u8>>,
+        blobs: BTreeMap<Digest, Vec<u8>>,
     ) -> Result<Package, PackageError> {
         let manifest = Manifest::parse(&manifest_text, tally_manifest::MANIFEST_FILE)?;
         signature.verify(&manifest.id(), &manifest.package.publisher)?;
+        Self::assemble(manifest, manifest_text, signature, blobs)
+    }
+
+    /// A package from a manifest whose signature is already checked, and
+    /// its blobs: every blob's digest checked, every file present, blobs the
+    /// manifest does not name dropped.
+    pub(crate) fn assemble(
+        manifest: Manifest,
+        manifest_text: String,
+        signature: PackageSignature,
+        mut blobs: BTreeMap<Digest, Vec<u8>>,
+    ) -> Result<Package, PackageError> {
         for (digest, bytes) in &blobs {
             let found = Digest::of(bytes);
             if found != *digest {
@@ -199,7 +221,7 @@ impl Package {
         reader: impl std::io::Read,
         max_bytes: u64,
     ) -> Result<Package, PackageError> {
-        bundle::read(reader, max_bytes)
+        bundle::read(reader, max_bytes, &|_| Ok(()))
     }
 
     /// Reads and checks the bundle file at `path`.
@@ -207,11 +229,23 @@ impl Package {
         path: &std::path::Path,
         max_bytes: u64,
     ) -> Result<Package, PackageError> {
+        Self::from_bundle_file_by(path, max_bytes, &|_| Ok(()))
+    }
+
+    /// [`Package::from_bundle_file`] for a host that accepts only some
+    /// publishers: `allow` is asked about the publisher once the manifest
+    /// and its signature check out, before any blob is read or hashed, so a
+    /// refused publisher costs the manifest and one signature check.
+    pub fn from_bundle_file_by(
+        path: &std::path::Path,
+        max_bytes: u64,
+        allow: &PublisherCheck<'_>,
+    ) -> Result<Package, PackageError> {
         let file = std::fs::File::open(path).map_err(|source| PackageError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_bundle(std::io::BufReader::new(file), max_bytes)
+        bundle::read(std::io::BufReader::new(file), max_bytes, allow)
     }
 
     /// Writes this package as a bundle.

@@ -252,3 +252,45 @@ fn an_authored_manifest_packs_with_digests_and_publisher_filled_in() {
         "{msg}"
     );
 }
+
+/// A host that accepts only some publishers refuses the others after the
+/// manifest and signature, before any blob is read: the blob here is
+/// corrupt, and the refusal, not the corruption, is what is reported.
+#[test]
+fn a_refused_publisher_is_refused_before_any_blob_is_read() {
+    let f = fixture();
+    let p = packed(&f);
+    let mut b = tar::Builder::new(Vec::new());
+    let sig = serde_json::to_vec(p.signature()).unwrap();
+    let text = p.manifest_text().as_bytes();
+    b.append(
+        &super::bundle_header_for_tests("tally.toml", text.len() as u64),
+        text,
+    )
+    .unwrap();
+    b.append(
+        &super::bundle_header_for_tests("tally.sig", sig.len() as u64),
+        sig.as_slice(),
+    )
+    .unwrap();
+    for d in p.blobs().keys() {
+        let junk = b"not the bytes the digest names";
+        b.append(
+            &super::bundle_header_for_tests(&format!("blobs/{d}"), junk.len() as u64),
+            junk.as_slice(),
+        )
+        .unwrap();
+    }
+    let bytes = b.into_inner().unwrap();
+    let path = f.dir.path().join("corrupt.tally");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = Package::from_bundle_file(&path, DEFAULT_MAX_BUNDLE_BYTES).unwrap_err();
+    assert!(e.to_string().contains("holds bytes with digest"), "{e}");
+    let refuse = |k: &[u8; 32]| {
+        Err(PackageError::PublisherNotAllowed {
+            publisher: hex::encode(k),
+        })
+    };
+    let e = Package::from_bundle_file_by(&path, DEFAULT_MAX_BUNDLE_BYTES, &refuse).unwrap_err();
+    assert!(matches!(e, PackageError::PublisherNotAllowed { .. }), "{e}");
+}

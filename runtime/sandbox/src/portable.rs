@@ -537,6 +537,6 @@ impl PortableGraph {
         if status != 0 {
             return Err(NnError::Run(String::from_utf8_lossy(&result).into_owned()));
         }
-        decode_tensors(&result, max_output_bytes)
+        Ok(decode_tensors(&result, max_output_bytes)?)
     }
 }

@@ -1,6 +1,5 @@
-//! The routes and their handlers.
+//! The routes and their handlers (admission lives in `admission.rs`).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,17 +17,18 @@ use tally_api::{
 };
 use tally_digest::Digest;
 use tally_host::VerifyError;
-use tally_package::Package;
+use tally_package::{Package, PackageError};
 use tally_receipt::{Receipt, Transcript, Verdict};
 use tally_sandbox::{RunRequest, SandboxError};
 
+use crate::admission::{admit, held};
 use crate::metrics::{ResultLabel, RunLabels};
 use crate::{ApiError, AppState};
 
 type ApiResult<T> = Result<T, ApiError>;
 type AppS = State<Arc<AppState>>;
 
-pub(crate) fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>, local: std::net::SocketAddr) -> Router {
     let limit = state.config.max_request_bytes;
     Router::new()
         .route(
@@ -63,7 +63,53 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            only_local_names(local, req, next)
+        }))
         .with_state(state)
+}
+
+/// On a loopback address, answers only requests addressed to a loopback
+/// name: a web page whose domain an attacker re-points at 127.0.0.1 (DNS
+/// rebinding) sends its own domain as `Host`, and is refused (421).
+async fn only_local_names(
+    local: std::net::SocketAddr,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if local.ip().is_loopback() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        if let Some(host) = host {
+            let name = match host.rsplit_once(':') {
+                Some((name, port))
+                    if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    name
+                }
+                _ => host,
+            };
+            let local_name = matches!(
+                name.to_ascii_lowercase().as_str(),
+                "localhost" | "127.0.0.1" | "[::1]"
+            ) || name
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
+            if !local_name {
+                return ApiError::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "misdirected_request",
+                    format!(
+                        "this host serves loopback only; `Host: {host}` is not a loopback name"
+                    ),
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(req).await
 }
 
 /// Gives every error the server sends a JSON body with a stable code,
@@ -190,59 +236,6 @@ fn bad_field(e: FieldError) -> ApiError {
     ApiError::bad_request(code, e.to_string())
 }
 
-/// Counts a job in, or sheds it when workers and queue are full. The job
-/// counts out when the returned guard drops.
-fn admit(s: &Arc<AppState>) -> ApiResult<Admission> {
-    let cap = s.config.workers.max(1) + s.config.queue;
-    let before = s.inflight.fetch_add(1, Ordering::SeqCst);
-    if before >= cap {
-        s.inflight.fetch_sub(1, Ordering::SeqCst);
-        s.metrics.shed.inc();
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_full",
-            format!("{cap} runs are queued or running; retry later"),
-        ));
-    }
-    s.metrics.queue_depth.set(before as i64 + 1);
-    Ok(Admission(s.clone()))
-}
-
-/// A job counted in [`AppState::inflight`].
-struct Admission(Arc<AppState>);
-
-/// An admitted job holding its worker: moved into the blocking task that
-/// does the work, so it is released when the work ends, not when the
-/// client goes away.
-struct Job {
-    _admission: Admission,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Admission {
-    /// Waits for a worker.
-    async fn worker(self) -> Job {
-        let permit = self
-            .0
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        Job {
-            _admission: self,
-            _permit: permit,
-        }
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let now = self.0.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.0.metrics.queue_depth.set(now as i64);
-    }
-}
-
 // ---- packages ----
 
 async fn upload(State(s): AppS, headers: HeaderMap, body: Body) -> ApiResult<Response> {
@@ -276,26 +269,28 @@ async fn upload(State(s): AppS, headers: HeaderMap, body: Body) -> ApiResult<Res
     file.flush().await.map_err(ApiError::internal)?;
     let st = s.clone();
     let result = blocking(move || {
-        let package = Package::from_bundle_file(tmp.path(), cap).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_package",
-                e.to_string(),
-            )
-        })?;
-        let info = &package.manifest().package;
-        if let Some(allowed) = &st.config.publishers {
-            if !allowed.contains(&info.publisher) {
-                return Err(ApiError::new(
+        // The publisher is accepted (or not) before any blob is hashed.
+        let allowed = st.config.publishers.as_deref();
+        let allow = |p: &[u8; 32]| match allowed {
+            Some(keys) if !keys.contains(p) => Err(PackageError::PublisherNotAllowed {
+                publisher: hex::encode(p),
+            }),
+            _ => Ok(()),
+        };
+        let package =
+            Package::from_bundle_file_by(tmp.path(), cap, &allow).map_err(|e| match e {
+                PackageError::PublisherNotAllowed { publisher } => ApiError::new(
                     StatusCode::FORBIDDEN,
                     "publisher_not_allowed",
-                    format!(
-                        "publisher {} is not on this host's allowlist",
-                        hex::encode(info.publisher)
-                    ),
-                ));
-            }
-        }
+                    format!("publisher {publisher} is not on this host's allowlist"),
+                ),
+                e => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_package",
+                    e.to_string(),
+                ),
+            })?;
+        let info = &package.manifest().package;
         let created = st.store.package_record(&package.id()).is_err();
         let id = st.store.put_package(&package)?;
         Ok(Uploaded {
@@ -372,10 +367,16 @@ async fn get_package(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<s
 }
 
 async fn get_bundle(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
-    let p = load_package(&s, parse_id("package", &id)?).await?;
-    let mut bytes = Vec::new();
-    p.write_bundle(&mut bytes).map_err(ApiError::internal)?;
-    Ok(([(header::CONTENT_TYPE, "application/x-tar")], bytes).into_response())
+    let id = parse_id("package", &id)?;
+    let admission = admit(&s)?;
+    let p = load_package(&s, id).await?;
+    let bytes = blocking(move || {
+        let mut bytes = Vec::new();
+        p.write_bundle(&mut bytes).map_err(ApiError::internal)?;
+        Ok(bytes)
+    })
+    .await?;
+    Ok(held(admission, "application/x-tar", bytes))
 }
 
 // ---- runs ----
@@ -464,13 +465,15 @@ async fn submit_run(
     body: Body,
 ) -> ApiResult<Response> {
     check_token(&s, &headers)?;
+    // Admitted before its body is read: at most `workers + queue` bodies
+    // are held at once.
+    let admission = admit(&s)?;
     let req: RunBody = json_body(&s, &headers, body).await?;
     check_backend(&s, &req.backend)?;
     let package_id = req.package_id().map_err(bad_field)?;
     let input = req.input().map_err(bad_field)?;
     let seed = req.seed_digest().map_err(bad_field)?;
     let package = load_package(&s, package_id).await?;
-    let admission = admit(&s)?;
     let run_id = hex::encode(rand_bytes());
     set_status(&s, &run_id, RunStatus::Queued);
     let (st, id) = (s.clone(), run_id.clone());
@@ -629,26 +632,30 @@ async fn get_receipt(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<R
 
 async fn get_transcript(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
     let receipt = load_receipt(&s, &id).await?;
+    let admission = admit(&s)?;
     let st = s.clone();
-    let t = blocking(move || Ok(st.store.get_transcript(&receipt.claim.transcript_root)?)).await?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        t.to_jsonl(),
-    )
-        .into_response())
+    let text = blocking(move || {
+        Ok(st
+            .store
+            .get_transcript(&receipt.claim.transcript_root)?
+            .to_jsonl())
+    })
+    .await?;
+    Ok(held(admission, "application/x-ndjson", text))
 }
 
 /// The recorded inference outputs of a receipt (`RECEIPT.tensors` format),
 /// for verifiers replaying on another backend.
 async fn get_tensors(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
     let receipt = load_receipt(&s, &id).await?;
+    let admission = admit(&s)?;
     let st = s.clone();
     let bytes = blocking(move || {
         let t = st.store.get_transcript(&receipt.claim.transcript_root)?;
         Ok(tally_receipt::encode_recorded(&st.store.get_computes(&t)?))
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    Ok(held(admission, "application/octet-stream", bytes))
 }
 
 /// What a verify request brings: the package (loaded by id), and maybe the
@@ -693,6 +700,7 @@ fn verify_error(e: VerifyError) -> ApiError {
 async fn verify(State(s): AppS, headers: HeaderMap, body: Body) -> ApiResult<Json<Verdict>> {
     // A replay costs what a run costs: the same token admits it.
     check_token(&s, &headers)?;
+    let admission = admit(&s)?;
     let req: VerifyBody = json_body(&s, &headers, body).await?;
     check_backend(&s, &req.backend)?;
     req.receipt
@@ -708,10 +716,10 @@ async fn verify(State(s): AppS, headers: HeaderMap, body: Body) -> ApiResult<Jso
     // admitted (`tally_host::verify` makes them again: they are cheap).
     tally_host::check(&receipt, &[], &input).map_err(verify_error)?;
     let claim = receipt.claim.clone();
-    // The package is checked before admission: an unknown one is a 404,
-    // not a queued replay.
+    // The package is checked before a worker is taken: an unknown one is a
+    // 404, not a queued replay.
     let package = load_package(&s, claim.package_id).await?;
-    let job = admit(&s)?.worker().await;
+    let job = admission.worker().await;
     let st = s.clone();
     let verdict = blocking(move || {
         let _job = job;

@@ -19,6 +19,7 @@
 //! **Invariant:** this is the only crate (with the CLI's client) that knows
 //! HTTP.
 
+mod admission;
 mod api;
 mod error;
 pub mod metrics;
@@ -150,10 +151,10 @@ pub struct AppState {
 #[non_exhaustive]
 pub enum ServerError {
     /// The store could not be opened.
-    #[error(transparent)]
+    #[error("opening the store")]
     Store(#[from] tally_store::StoreError),
     /// The sandbox could not be built.
-    #[error(transparent)]
+    #[error("building the sandbox")]
     Sandbox(#[from] tally_sandbox::SandboxError),
     /// Serving failed.
     #[error("serving: {0}")]
@@ -241,7 +242,7 @@ pub async fn serve(
             }
         });
     }
-    let app = api::router(state.clone());
+    let app = api::router(state.clone(), listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

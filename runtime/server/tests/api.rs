@@ -498,3 +498,77 @@ async fn every_error_is_json() {
     assert_eq!(code(&r.json().await.unwrap()), "bad_request");
     s.stop().await;
 }
+
+/// Large downloads are admitted like runs, and hold their slot until the
+/// client has read them: a crowd of slow readers cannot make the server
+/// hold a bundle or a transcript per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_downloads_are_admitted_like_runs() {
+    let s = start(|c| {
+        c.workers = 1;
+        c.queue = 0;
+    })
+    .await;
+    let (echo, bytes) = bundle("echo", "", 1);
+    s.upload(&bytes).await;
+    let (spin, bytes) = bundle("spin", "fuel = 3_000_000_000", 1);
+    s.upload(&bytes).await;
+    let (_, run) = s
+        .post(
+            "/v1/runs",
+            serde_json::to_value(tally_api::RunBody::new(&echo, b"x")).unwrap(),
+        )
+        .await;
+    let claim = run["claim_digest"].as_str().unwrap().to_string();
+    let (status, _) = s
+        .post(
+            "/v1/runs?wait=false",
+            serde_json::to_value(tally_api::RunBody::new(&spin, b"")).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 202);
+    for path in [
+        format!("/v1/receipts/{claim}/transcript"),
+        format!("/v1/receipts/{claim}/tensors"),
+        format!("/v1/packages/{echo}/bundle"),
+    ] {
+        let (status, body) = s.get(&path).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(body.contains("queue_full"), "{body}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while s.state.inflight() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the run ends");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = s.get(&format!("/v1/receipts/{claim}/transcript")).await;
+    assert_eq!(status, 200);
+    s.stop().await;
+}
+
+/// A loopback server answers only loopback names: a rebound domain is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_server_refuses_other_host_names() {
+    let s = start(|_| {}).await;
+    let r = s
+        .http
+        .get(format!("{}/healthz", s.url))
+        .header("host", "attacker.example:8750")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 421);
+    assert_eq!(code(&r.json().await.unwrap()), "misdirected_request");
+    for host in ["localhost:8750", "127.0.0.1", "[::1]:1"] {
+        let r = s
+            .http
+            .get(format!("{}/healthz", s.url))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{host}");
+    }
+    s.stop().await;
+}

@@ -15,3 +15,32 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 pub mod onnx;
 pub mod pkg;
 pub mod text;
+
+#[cfg(test)]
+mod tests {
+    /// Every guest, and the portable backend, carries no path of this
+    /// checkout or of the cargo home: built from the same source anywhere
+    /// else, it has the same bytes, and so the same digest in a package.
+    #[test]
+    fn guests_carry_no_host_paths() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .canonicalize()
+            .unwrap();
+        let home = tally_guest_build::cargo_home();
+        let prefixes = [root.display().to_string(), home.display().to_string()];
+        let mut modules: Vec<(&str, Vec<u8>)> = crate::ALL
+            .iter()
+            .map(|(name, path)| (*name, std::fs::read(path).unwrap()))
+            .collect();
+        modules.push(("portable backend", tally_portable_module::WASM.to_vec()));
+        for (name, bytes) in &modules {
+            for prefix in &prefixes {
+                assert!(
+                    !bytes.windows(prefix.len()).any(|w| w == prefix.as_bytes()),
+                    "{name} contains the host path {prefix}"
+                );
+            }
+        }
+    }
+}

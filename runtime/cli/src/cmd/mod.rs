@@ -7,6 +7,7 @@ pub mod graph_meta;
 pub mod hash;
 pub mod inspect;
 pub mod keygen;
+pub mod new;
 pub mod pack;
 pub mod publish;
 pub mod run;
