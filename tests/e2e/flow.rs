@@ -237,3 +237,45 @@ fn tally_new_to_a_verified_receipt() {
     let v = d.tally(&["verify", "r.json", "--input", "in"]).expect(0);
     assert!(v.stdout.starts_with("verified"), "{}", v.stdout);
 }
+
+/// `tally.lock`: `--lock` records every file's digest; `--locked` packs
+/// while they hold and names the file that changed when one does.
+#[test]
+fn a_locked_pack_names_the_file_that_changed() {
+    let d = Dir::new();
+    d.publisher();
+    d.write("pkg/m.wasm", &crate::util::guest("echo"));
+    d.write("pkg/data.txt", b"one");
+    d.write(
+        "pkg/tally.toml",
+        b"[package]\nname = \"locked\"\nversion = \"1\"\n\n[modules.m]\npath = \"m.wasm\"\n\n[[files]]\npath = \"data.txt\"\n\n[[stages]]\nname = \"s\"\nmodule = \"m\"\nread = [\"data.txt\"]\n",
+    );
+    let pack = |extra: &str| {
+        d.tally(&[
+            "pack",
+            "pkg/tally.toml",
+            "--key",
+            "publisher.key",
+            "--out",
+            "p.tally",
+            extra,
+        ])
+    };
+    // No lock yet.
+    let e = pack("--locked").expect(2);
+    assert!(e.stderr.contains("tally pack --lock"), "{}", e.stderr);
+    pack("--lock").expect(0);
+    let lock = d.read_string("pkg/tally.lock");
+    assert!(
+        lock.contains("data.txt") && lock.contains("m.wasm"),
+        "{lock}"
+    );
+    pack("--locked").expect(0);
+    d.write("pkg/data.txt", b"two");
+    let e = pack("--locked").expect(2);
+    assert!(
+        e.stderr.contains("data.txt: locked") && !e.stderr.contains("m.wasm"),
+        "{}",
+        e.stderr
+    );
+}

@@ -43,6 +43,7 @@
 
 pub mod authored;
 mod error;
+pub mod lock;
 mod raw;
 
 use std::collections::BTreeMap;

@@ -91,6 +91,14 @@ impl Server {
             .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
+    /// Waits (at most a minute) until no job is queued or running.
+    async fn idle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.state.inflight() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the jobs end");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     async fn stop(mut self) {
         self.stop.take().unwrap().send(()).unwrap();
         self.task.await.unwrap();
@@ -464,11 +472,7 @@ async fn verify_is_authenticated_and_a_disconnected_verifier_keeps_its_slot() {
     let r = authed("/v1/runs", run(&echo)).await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
     // Once the replay is done, the slot is free again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while s.state.inflight() > 0 {
-        assert!(std::time::Instant::now() < deadline, "the replay ends");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.idle().await;
     let r = authed("/v1/runs", run(&echo)).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     s.stop().await;
@@ -536,11 +540,7 @@ async fn large_downloads_are_admitted_like_runs() {
         assert_eq!(status, 503, "{path}: {body}");
         assert!(body.contains("queue_full"), "{body}");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while s.state.inflight() > 0 {
-        assert!(std::time::Instant::now() < deadline, "the run ends");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.idle().await;
     let (status, _) = s.get(&format!("/v1/receipts/{claim}/transcript")).await;
     assert_eq!(status, 200);
     s.stop().await;

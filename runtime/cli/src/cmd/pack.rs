@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context};
 use clap::Args;
 use indicatif::ProgressBar;
+use tally_manifest::lock::{Lock, LOCK_FILE};
 
 use super::{progress_bar, read_key, write, Result};
 
@@ -25,6 +26,14 @@ pub struct PackArgs {
     /// Where to write the bundle.
     #[arg(long, value_name = "FILE.tally")]
     out: PathBuf,
+    /// Write (or refresh) `tally.lock` beside the manifest: the digest of
+    /// every file, for review in version control.
+    #[arg(long, conflicts_with = "locked")]
+    lock: bool,
+    /// Refuse to pack unless every file's digest is the one `tally.lock`
+    /// records (each difference is named).
+    #[arg(long)]
+    locked: bool,
 }
 
 pub fn pack(a: PackArgs) -> Result<()> {
@@ -51,6 +60,37 @@ pub fn pack(a: PackArgs) -> Result<()> {
                 g.file.path
             )
         })?;
+    }
+    let lock_path = a
+        .manifest
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(LOCK_FILE);
+    if a.locked {
+        let text = std::fs::read_to_string(&lock_path).with_context(|| {
+            format!(
+                "--locked: reading {} (write it with `tally pack --lock`)",
+                lock_path.display()
+            )
+        })?;
+        let lock = Lock::parse(&text).map_err(|e| anyhow!("{}: {e}", lock_path.display()))?;
+        let diff = lock.diff(package.manifest());
+        if !diff.is_empty() {
+            let lines: Vec<String> = diff.iter().map(|d| format!("  {d}")).collect();
+            return Err(anyhow!(
+                "--locked: the package differs from {}:\n{}\nreview the change, then `tally pack --lock` to accept it",
+                lock_path.display(),
+                lines.join("\n")
+            )
+            .into());
+        }
+    }
+    if a.lock {
+        write(
+            &lock_path,
+            Lock::of(package.manifest()).to_text().as_bytes(),
+        )?;
+        eprintln!("wrote {}", lock_path.display());
     }
     let mut bytes = Vec::new();
     package
