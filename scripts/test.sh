@@ -17,6 +17,9 @@ fi
 cargo test --locked --workspace
 # The guests' own unit tests (their libraries, compiled natively).
 (cd guests && env -u CARGO_TARGET_DIR cargo test --locked -q --lib -p tally-ocr -p tally-vad -p tally-guest)
+# Guests are reproducible: built in two checkouts at different paths, every
+# module is byte-identical (so anyone can check a package's module digests).
+./scripts/check-reproducible.sh
 # A short fuzz smoke pass over every parser of attacker-written bytes
 # (scripts/fuzz.sh; cargo fuzz needs the nightly toolchain).
 if cargo +nightly --version >/dev/null 2>&1; then

@@ -2,13 +2,13 @@
 //! same way everywhere: the portable backend (`tally-portable-module`) and
 //! the guests of `guests/` (`tally-test-artifacts`) use it.
 //!
-//! **Toward reproducible modules:** rustc writes source paths into a module
-//! (panic locations); a dependency's path is absolute, under the checkout or
-//! the cargo home. The build remaps both prefixes to fixed names (`/tally`,
-//! `/cargo`), so no module carries a path of the machine that built it.
-//! `scripts/demo.sh` sets the same flags ([`rustflags`]). Equal bytes across
-//! checkouts need one more step: cargo's `-C metadata` of a path package
-//! still depends on the checkout's location.
+//! **Reproducible:** rustc writes source paths into a module (panic
+//! locations); a dependency's path is absolute, under the checkout or the
+//! cargo home, so two checkouts would build different bytes. The build
+//! remaps both prefixes to fixed names (`/tally`, `/cargo`), so a package's
+//! module digests can be checked by anyone who rebuilds from the same source
+//! with the same toolchain (`scripts/check-reproducible.sh` compares two
+//! checkouts). `scripts/demo.sh` sets the same flags ([`rustflags`]).
 //!
 //! Needs the target: `rustup target add wasm32-wasip1`.
 

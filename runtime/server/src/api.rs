@@ -30,6 +30,7 @@ type AppS = State<Arc<AppState>>;
 
 pub(crate) fn router(state: Arc<AppState>, local: std::net::SocketAddr) -> Router {
     let limit = state.config.max_request_bytes;
+    let body_timeout = state.config.body_timeout;
     Router::new()
         .route(
             "/healthz",
@@ -62,6 +63,12 @@ pub(crate) fn router(state: Arc<AppState>, local: std::net::SocketAddr) -> Route
             ApiError::not_found("no_such_route", "no such endpoint; see /v1/openapi.json")
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
+        .layer(tower_http::timeout::ResponseBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(move |req, next| {
             only_local_names(local, req, next)

@@ -66,6 +66,11 @@ pub struct ServerConfig {
     /// recently used first; exported in `/metrics` as `tally_cache_*`.
     /// Default: [`tally_sandbox::DEFAULT_CACHE_BYTES`] (2 GiB).
     pub cache_bytes: u64,
+    /// Longest a request or response body may stall (no bytes received
+    /// from, or taken by, the client) before the connection is dropped.
+    /// Default: 30 s. A slow client holds its admission at most this long
+    /// per stall.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +89,7 @@ impl Default for ServerConfig {
             backend: tally_sandbox::BackendKind::Portable,
             warm_up: true,
             cache_bytes: tally_sandbox::DEFAULT_CACHE_BYTES,
+            body_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -572,3 +572,35 @@ async fn a_loopback_server_refuses_other_host_names() {
     }
     s.stop().await;
 }
+
+/// A client that sends headers and then stalls its body (slowloris) holds
+/// its admission only until the body timeout, not forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_times_out_and_frees_its_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(|c| {
+        c.workers = 1;
+        c.queue = 0;
+        c.body_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(
+        b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"package_id\":",
+    )
+    .await
+    .unwrap();
+    // The stalled request holds the only slot...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.state.inflight(), 1);
+    // ...until its body times out: then it is answered and the slot freed.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the server answers or closes within the timeout"
+    );
+    s.idle().await;
+    s.stop().await;
+}
