@@ -279,3 +279,35 @@ fn a_locked_pack_names_the_file_that_changed() {
         e.stderr
     );
 }
+
+/// A verifier whose own store is corrupt has a host fault (exit 3), not a
+/// bad receipt or bad input: no change to the request would fix it.
+#[test]
+fn a_corrupt_local_store_is_a_host_fault() {
+    let d = Dir::new();
+    d.package("images", IMAGE_STAGES, "");
+    std::fs::copy(SAMPLE_PNG, d.path("in")).unwrap();
+    d.run("images.tally", &[]).expect(0);
+    // Flip a byte of every stored blob (the run stored the package).
+    let mut flipped = 0;
+    let mut dirs = vec![d.path("home/blobs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let mut bytes = std::fs::read(&path).unwrap();
+                if let Some(b) = bytes.last_mut() {
+                    *b ^= 0xff;
+                    std::fs::write(&path, &bytes).unwrap();
+                    flipped += 1;
+                }
+            }
+        }
+    }
+    assert!(flipped > 0);
+    let v = d.tally(&["verify", "r.json", "--input", "in"]);
+    assert_eq!(v.code, 3, "{}", v.stderr);
+    assert!(v.stderr.contains("corrupt"), "{}", v.stderr);
+}

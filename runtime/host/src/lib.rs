@@ -164,6 +164,10 @@ pub enum SourceError {
     /// binds): reported, not skipped.
     #[error("{0}")]
     Invalid(String),
+    /// This machine could not read it (its store's disk or index): a fault
+    /// of the verifier's host, not of the receipt. Reported, not skipped.
+    #[error("{0}")]
+    Host(String),
 }
 
 /// Where a verifier finds what a receipt refers to. Every method has a
@@ -198,7 +202,9 @@ pub struct StoreSources<'a>(pub &'a Store);
 fn from_store(e: StoreError) -> SourceError {
     match e {
         StoreError::NotFound(what) => SourceError::NotFound(what),
-        other => SourceError::Invalid(other.to_string()),
+        // The local store failing is this machine's fault, whatever the
+        // receipt says.
+        other => SourceError::Host(other.to_string()),
     }
 }
 
@@ -299,6 +305,9 @@ pub enum VerifyError {
     /// failed.
     #[error(transparent)]
     Replay(#[from] SandboxError),
+    /// This machine could not read what the receipt refers to (its store).
+    #[error("this host could not read what the receipt refers to: {0}")]
+    HostFault(String),
 }
 
 impl VerifyError {
@@ -308,6 +317,11 @@ impl VerifyError {
         !matches!(
             self,
             VerifyError::Replay(SandboxError::Engine(_) | SandboxError::Io { .. })
+                | VerifyError::HostFault(_)
+                | VerifyError::Package {
+                    source: SourceError::Host(_),
+                    ..
+                }
         )
     }
 }
@@ -367,6 +381,7 @@ pub fn verify(
             ),
             Err(SourceError::NotFound(_)) => None,
             Err(e @ SourceError::Invalid(_)) => return Err(VerifyError::Recorded(e.to_string())),
+            Err(SourceError::Host(e)) => return Err(VerifyError::HostFault(e)),
         },
         _ => None,
     };

@@ -140,6 +140,8 @@ async fn json_errors(r: Response) -> Response {
         s if s.is_client_error() => "bad_request",
         _ => "internal",
     };
+    // `Allow` tells a client which methods a route takes (405).
+    let allow = r.headers().get(header::ALLOW).cloned();
     // axum's own messages are short; more is never read.
     let text = axum::body::to_bytes(r.into_body(), 4096)
         .await
@@ -150,7 +152,11 @@ async fn json_errors(r: Response) -> Response {
     } else {
         text
     };
-    ApiError::new(status, code, message).into_response()
+    let mut resp = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = allow {
+        resp.headers_mut().insert(header::ALLOW, allow);
+    }
+    resp
 }
 
 async fn metrics(State(s): AppS) -> impl IntoResponse {

@@ -490,6 +490,7 @@ async fn every_error_is_json() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
     assert_eq!(code(&r.json().await.unwrap()), "method_not_allowed");
     let r = s
         .http

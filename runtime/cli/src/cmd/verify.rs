@@ -70,7 +70,11 @@ pub fn verify(a: VerifyArgs, store_dir: &Path) -> Result<()> {
             .unwrap_or_else(|| transcript_path(&a.receipt)),
         tensors: tensors_path(&a.receipt),
     };
-    let store = Store::open(store_dir).ok();
+    // The store is one source among others: unusable, it is skipped, and
+    // said so (a `tally serve` may hold it).
+    let store = Store::open(store_dir)
+        .inspect_err(|e| eprintln!("warning: the store is not consulted: {e}"))
+        .ok();
     let store = store.as_ref().map(StoreSources);
     let remote = a
         .host
