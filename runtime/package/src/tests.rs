@@ -294,3 +294,25 @@ fn a_refused_publisher_is_refused_before_any_blob_is_read() {
     let e = Package::from_bundle_file_by(&path, DEFAULT_MAX_BUNDLE_BYTES, &refuse).unwrap_err();
     assert!(matches!(e, PackageError::PublisherNotAllowed { .. }), "{e}");
 }
+
+/// A digest written by hand is checked against the file read through its
+/// `source`, not a file of the same name beside the manifest.
+#[test]
+fn a_written_digest_is_checked_through_its_source() {
+    let f = fixture();
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(build.path().join("built.wasm"), b"\0asm built").unwrap();
+    let authored = format!(
+        "[package]\nname = \"t\"\nversion = \"1\"\n\n[modules.m]\npath = \"m.wasm\"\nsource = \"built.wasm\"\ndigest = \"{}\"\n\n[[stages]]\nname = \"s\"\nmodule = \"m\"\n",
+        Digest::of(b"\0asm built")
+    );
+    let manifest = f.dir.path().join("written.toml");
+    std::fs::write(&manifest, &authored).unwrap();
+    // `m.wasm` beside the manifest holds other bytes: it is not read.
+    let p = pack(&manifest, &[build.path()], &f.key, &mut |_, _, _| {}).unwrap();
+    assert_eq!(p.manifest().modules["m"].digest, Digest::of(b"\0asm built"));
+    // A wrong written digest is caught on the file `source` names.
+    std::fs::write(build.path().join("built.wasm"), b"\0asm changed").unwrap();
+    let e = pack(&manifest, &[build.path()], &f.key, &mut |_, _, _| {}).unwrap_err();
+    assert!(matches!(e, PackageError::DigestMismatch { .. }), "{e}");
+}
