@@ -107,18 +107,11 @@ pub fn pack(
                 .map(|(name, g)| (format!("graphs.{name}"), &g.file)),
         )
         .collect();
-    // Files whose digest was written by hand are read now, and checked.
-    for (_, f) in &fields {
-        if !read.contains_key(&f.path) {
-            let path = find(&f.path)?;
-            let bytes = std::fs::read(&path).map_err(io(&path))?;
-            total += bytes.len() as u64;
-            read.insert(f.path.clone(), bytes);
-        }
-    }
     let mut blobs = BTreeMap::new();
     for (field, f) in fields {
-        let bytes = read.remove(&f.path).expect("every file was read above");
+        // `resolve` read every file the manifest names, written digest or
+        // not, so each is checked against what was read.
+        let bytes = read.remove(&f.path).expect("resolve read every file");
         let found = Digest::of(&bytes);
         if found != f.digest {
             return Err(PackageError::DigestMismatch {
