@@ -182,6 +182,11 @@ pub fn guest_dir() -> &'static std::path::Path {
 /// graph-meta rec.onnx character` prints it). Written once, beside the
 /// assets.
 pub fn derived_dir() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(write_derived).clone()
+}
+
+fn write_derived() -> std::path::PathBuf {
     let dir = assets_dir().join("derived");
     let keys = dir.join("ppocr_keys.txt");
     let charset = ocr_charset();
