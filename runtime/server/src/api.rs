@@ -373,7 +373,10 @@ async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Arc<Package>> 
 }
 
 async fn get_package(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
-    let p = load_package(&s, parse_id("package", &id)?).await?;
+    let id = parse_id("package", &id)?;
+    // Loading a package not in the cache reads and re-checks all of it.
+    let _admission = admit(&s)?;
+    let p = load_package(&s, id).await?;
     Ok(Json(
         serde_json::json!({ "id": p.id(), "manifest": p.manifest(), "signature": p.signature() }),
     ))
@@ -519,7 +522,7 @@ async fn submit_run(
         return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     }
     let report = job.await.map_err(ApiError::internal)??;
-    Ok(Json(report.as_ref().clone()).into_response())
+    Ok(Json(report).into_response())
 }
 
 fn rand_bytes() -> [u8; 16] {
@@ -537,7 +540,7 @@ fn execute_run(
     input: &[u8],
     fuel: Option<u64>,
     seed: Option<Digest>,
-) -> ApiResult<Arc<RunReport>> {
+) -> ApiResult<RunReport> {
     let sealed = s
         .host
         .run_and_seal(package, &RunRequest::new(input).fuel(fuel).seed(seed))
@@ -568,14 +571,14 @@ fn execute_run(
         })
         .inc();
     s.metrics.fuel.inc_by(claim.fuel_consumed);
-    Ok(Arc::new(RunReport {
+    Ok(RunReport {
         run_id: run_id.to_string(),
         state: RunState::Done,
         claim_digest: sealed.receipt.seal.claim_digest,
         outcome,
         output: RunReport::encode_output(&sealed.output),
         receipt: sealed.receipt,
-    }))
+    })
 }
 
 async fn get_run(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
@@ -600,6 +603,9 @@ async fn get_run(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> 
         Some(RunStatus::Running) => pending(RunState::Running, None),
         Some(RunStatus::Failed(m)) => pending(RunState::Failed, Some(m)),
         Some(RunStatus::Done(claim)) => {
+            // The output is read back from the store (up to the output
+            // limit): admitted and held like any large download.
+            let admission = admit(&s)?;
             let st = s.clone();
             let report = blocking(move || {
                 let receipt = st.store.get_receipt(&claim)?;
@@ -617,7 +623,8 @@ async fn get_run(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> 
                 })
             })
             .await?;
-            Json(report).into_response()
+            let json = serde_json::to_vec(&report).map_err(ApiError::internal)?;
+            held(admission, "application/json", json)
         }
     })
 }

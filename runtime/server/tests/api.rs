@@ -351,6 +351,11 @@ async fn every_error_class_has_its_status_and_code() {
     assert_eq!((status, code(&e)), (422, "bad_seal"));
     let (status, e) = verify(json!({ "receipt": run["receipt"], "input": b64::encode("y") })).await;
     assert_eq!((status, code(&e)), (422, "input_mismatch"));
+    // 400: a receipt in a format this host does not read.
+    let mut future = run["receipt"].clone();
+    future["claim"]["format_version"] = json!(9);
+    let (status, e) = verify(json!({ "receipt": future, "input": b64::encode("x") })).await;
+    assert_eq!((status, code(&e)), (400, "bad_receipt"));
     s.stop().await;
 }
 
@@ -492,6 +497,16 @@ async fn every_error_is_json() {
     assert_eq!(r.status().as_u16(), 405);
     assert_eq!(r.headers()["allow"], "POST");
     assert_eq!(code(&r.json().await.unwrap()), "method_not_allowed");
+    // A bundle only as a bundle: a form or text post is refused unread.
+    let r = s
+        .http
+        .post(format!("{}/v1/packages", s.url))
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    assert_eq!(code(&r.json().await.unwrap()), "unsupported_media_type");
     let r = s
         .http
         .post(format!("{}/v1/runs?wait=maybe", s.url))
@@ -525,6 +540,7 @@ async fn large_downloads_are_admitted_like_runs() {
         )
         .await;
     let claim = run["claim_digest"].as_str().unwrap().to_string();
+    let echo_run = run["run_id"].as_str().unwrap().to_string();
     let (status, _) = s
         .post(
             "/v1/runs?wait=false",
@@ -536,6 +552,8 @@ async fn large_downloads_are_admitted_like_runs() {
         format!("/v1/receipts/{claim}/transcript"),
         format!("/v1/receipts/{claim}/tensors"),
         format!("/v1/packages/{echo}/bundle"),
+        format!("/v1/packages/{echo}"),
+        format!("/v1/runs/{echo_run}"),
     ] {
         let (status, body) = s.get(&path).await;
         assert_eq!(status, 503, "{path}: {body}");
