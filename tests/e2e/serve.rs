@@ -238,6 +238,22 @@ fn serve_refuses_an_empty_token_file_and_too_many_workers() {
     assert!(r.stderr.contains("--workers 16 or fewer"), "{}", r.stderr);
 }
 
+/// A store another server holds is a host fault at start (exit 3, the
+/// store's error named), not bad usage: the cause stays in the chain.
+#[test]
+fn serve_on_a_store_in_use_is_a_host_fault() {
+    let d = Dir::new();
+    let s = Serve::start(&d, &[]);
+    let r = d.tally(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("in use by another process"),
+        "{}",
+        r.stderr
+    );
+    s.stop();
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
