@@ -221,7 +221,20 @@ impl Package {
         reader: impl std::io::Read,
         max_bytes: u64,
     ) -> Result<Package, PackageError> {
-        bundle::read(reader, max_bytes, &|_| Ok(()))
+        Self::from_bundle_by(reader, max_bytes, &|_| Ok(()))
+    }
+
+    /// [`Package::from_bundle`] for a host that accepts only some
+    /// publishers: `allow` is asked about the publisher once the manifest
+    /// (entry 0) and its signature (entry 1) check out, before any blob is
+    /// read or hashed, so a refused publisher costs the manifest, one
+    /// signature check, and nothing read beyond the first two entries.
+    pub fn from_bundle_by(
+        reader: impl std::io::Read,
+        max_bytes: u64,
+        allow: &PublisherCheck<'_>,
+    ) -> Result<Package, PackageError> {
+        bundle::read(reader, max_bytes, allow)
     }
 
     /// Reads and checks the bundle file at `path`.
@@ -233,9 +246,7 @@ impl Package {
     }
 
     /// [`Package::from_bundle_file`] for a host that accepts only some
-    /// publishers: `allow` is asked about the publisher once the manifest
-    /// and its signature check out, before any blob is read or hashed, so a
-    /// refused publisher costs the manifest and one signature check.
+    /// publishers ([`Package::from_bundle_by`]).
     pub fn from_bundle_file_by(
         path: &std::path::Path,
         max_bytes: u64,
@@ -245,7 +256,7 @@ impl Package {
             path: path.display().to_string(),
             source,
         })?;
-        bundle::read(std::io::BufReader::new(file), max_bytes, allow)
+        Self::from_bundle_by(std::io::BufReader::new(file), max_bytes, allow)
     }
 
     /// Writes this package as a bundle.

@@ -39,7 +39,8 @@ pub use claim::{
     compare, AbortReason, BackendInfo, Claim, EngineInfo, Mismatch, Outcome, StageClaim,
 };
 pub use recorded::{
-    decode_recorded, encode_recorded, RecordedCompute, RecordedComputes, RecordedError,
+    decode_recorded, encode_recorded, recorded_frame, RecordedCompute, RecordedComputes,
+    RecordedError,
 };
 pub use tally_digest::Digest;
 pub use tally_manifest::{Limit, ResolvedLimits};

@@ -47,10 +47,16 @@ pub fn encode_recorded<B: AsRef<[u8]>>(computes: &[B]) -> Vec<u8> {
     let mut out = Vec::with_capacity(computes.iter().map(|c| 8 + c.as_ref().len()).sum());
     for c in computes {
         let c = c.as_ref();
-        out.extend_from_slice(&(c.len() as u64).to_le_bytes());
+        out.extend_from_slice(&recorded_frame(c.len() as u64));
         out.extend_from_slice(c);
     }
     out
+}
+
+/// What precedes each compute's `len` bytes in [`encode_recorded`]'s
+/// format, for writers that stream the computes instead of joining them.
+pub fn recorded_frame(len: u64) -> [u8; 8] {
+    len.to_le_bytes()
 }
 
 /// Unframes recorded outputs and checks them, one by one, against the

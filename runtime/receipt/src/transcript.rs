@@ -30,6 +30,18 @@ pub struct HostCall {
     pub detail: Option<String>,
 }
 
+impl HostCall {
+    /// The digest of the inference outputs this call recorded: a
+    /// successful `compute`'s, else `None`. Its bytes are one entry of the
+    /// receipt's recorded outputs ([`crate::encode_recorded`]).
+    pub fn recorded_output(&self) -> Option<Digest> {
+        match self.func == NN_COMPUTE && self.results.first() == Some(&0) {
+            true => self.data,
+            false => None,
+        }
+    }
+}
+
 impl Encode for HostCall {
     fn encode(&self, c: &mut Canon) {
         let HostCall {
@@ -190,8 +202,7 @@ impl Transcript {
     pub fn compute_outputs(&self) -> Vec<Digest> {
         self.calls()
             .iter()
-            .filter(|c| c.func == NN_COMPUTE && c.results.first() == Some(&0))
-            .filter_map(|c| c.data)
+            .filter_map(HostCall::recorded_output)
             .collect()
     }
 }

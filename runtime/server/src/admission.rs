@@ -1,55 +1,163 @@
 //! Admission: every job that costs CPU or holds memory (a run, a
-//! verification, a large download) is counted against `workers + queue`
-//! before it starts, and shed with 503 beyond it. The count and the worker
-//! permit belong to the job, not to the connection: they are moved into the
-//! blocking task that does the work ([`Job`]) or into the response body
-//! that holds the bytes ([`held`]), so a client that goes away frees
-//! nothing the work still uses.
+//! verification, an upload, a large download) is counted against `workers +
+//! queue`, and against its client's share (`max_client_jobs`), before it
+//! starts, and shed with 503 beyond either. What it will hold in memory is
+//! reserved from the host's buffer budget (`max_buffered_bytes`) before it
+//! is read or built, and shed with 503 when the budget is spent.
+//!
+//! The count, the reservation and the worker permit belong to the job, not
+//! to the connection: they are moved into the blocking task that does the
+//! work ([`Job`]) or into the response body that holds the bytes
+//! ([`held`], [`streamed`]), so a client that goes away frees nothing the
+//! work still uses.
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::conn::Peer;
 use crate::{ApiError, AppState};
 
-/// Counts a job in, or sheds it when workers and queue are full. The job
-/// counts out when the returned guard drops.
-pub(crate) fn admit(s: &Arc<AppState>) -> Result<Admission, ApiError> {
+/// What each client address has open: connections and admitted jobs.
+#[derive(Default)]
+pub(crate) struct Clients(Mutex<HashMap<IpAddr, Counts>>);
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    connections: usize,
+    jobs: usize,
+}
+
+impl Clients {
+    fn update(&self, ip: IpAddr, f: impl FnOnce(&mut Counts) -> bool) -> bool {
+        let mut map = self.0.lock().unwrap();
+        let counts = map.entry(ip).or_default();
+        let ok = f(counts);
+        if counts.connections == 0 && counts.jobs == 0 {
+            map.remove(&ip);
+        }
+        ok
+    }
+
+    /// Counts a connection from `ip` in, or `None` when the client already
+    /// has `max_client_connections` open.
+    pub(crate) fn connect(&self, s: &Arc<AppState>, ip: IpAddr) -> Option<ClientConnection> {
+        let cap = s.config.max_client_connections.max(1);
+        self.update(ip, |c| {
+            let ok = c.connections < cap;
+            c.connections += ok as usize;
+            ok
+        })
+        .then(|| ClientConnection(s.clone(), ip))
+    }
+}
+
+/// A connection counted against its client; counted out on drop.
+pub(crate) struct ClientConnection(Arc<AppState>, IpAddr);
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        self.0.clients.update(self.1, |c| {
+            c.connections -= 1;
+            true
+        });
+    }
+}
+
+/// 503 with a code, saying what is full.
+fn busy(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+}
+
+/// Counts a job in, or sheds it when workers and queue are full or its
+/// client already has its share. The job counts out when the returned
+/// guard drops.
+pub(crate) fn admit(s: &Arc<AppState>, peer: &Peer) -> Result<Admission, ApiError> {
     let cap = s.config.workers.max(1) + s.config.queue;
     let before = s.inflight.fetch_add(1, Ordering::SeqCst);
     if before >= cap {
         s.inflight.fetch_sub(1, Ordering::SeqCst);
         s.metrics.shed.inc();
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(busy(
             "queue_full",
-            format!("{cap} jobs (runs, verifications, large downloads) are queued or running; retry later"),
+            format!("{cap} jobs (runs, verifications, uploads, large downloads) are queued or running; retry later"),
+        ));
+    }
+    let ip = peer.0.ip();
+    let share = s.config.client_jobs();
+    if !s.clients.update(ip, |c| {
+        let ok = c.jobs < share;
+        c.jobs += ok as usize;
+        ok
+    }) {
+        s.inflight.fetch_sub(1, Ordering::SeqCst);
+        s.metrics.shed.inc();
+        return Err(busy(
+            "client_busy",
+            format!("this client already has {share} jobs (runs, verifications, uploads, large downloads) queued or running; wait for one to finish"),
         ));
     }
     s.metrics.queue_depth.set(before as i64 + 1);
-    Ok(Admission(s.clone()))
+    Ok(Admission {
+        state: s.clone(),
+        ip,
+        memory: None,
+    })
 }
 
-/// A job counted in [`AppState::inflight`].
-pub(crate) struct Admission(Arc<AppState>);
+/// A job counted in [`AppState::inflight`] and against its client, with
+/// the buffer bytes it reserved.
+pub(crate) struct Admission {
+    state: Arc<AppState>,
+    ip: IpAddr,
+    memory: Option<OwnedSemaphorePermit>,
+}
 
 /// An admitted job holding its worker: moved into the blocking task that
 /// does the work, so it is released when the work ends, not when the
 /// client goes away.
 pub(crate) struct Job {
     _admission: Admission,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Admission {
+    /// Reserves `bytes` more of the host's buffer budget for this job, or
+    /// sheds it (503) when the budget cannot cover them now.
+    pub(crate) fn reserve(&mut self, bytes: u64) -> Result<(), ApiError> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        let budget = self.state.config.max_buffered_bytes;
+        let permit = self
+            .state
+            .memory
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map_err(|_| {
+                self.state.metrics.shed.inc();
+                busy(
+                    "memory_busy",
+                    format!("the host's buffers ({budget} bytes for requests and responses held in memory) cannot take {bytes} more bytes now; retry later"),
+                )
+            })?;
+        match &mut self.memory {
+            Some(held) => held.merge(permit),
+            None => self.memory = Some(permit),
+        }
+        Ok(())
+    }
+
     /// Waits for a worker.
     pub(crate) async fn worker(self) -> Job {
         let permit = self
-            .0
+            .state
             .workers
             .clone()
             .acquire_owned()
@@ -64,20 +172,25 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let now = self.0.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.0.metrics.queue_depth.set(now as i64);
+        let now = self.state.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.state.metrics.queue_depth.set(now as i64);
+        self.state.clients.update(self.ip, |c| {
+            c.jobs -= 1;
+            true
+        });
     }
 }
 
-/// A large response body that keeps its admission until the client has
-/// read it all (or gone): however slowly clients read, at most `workers +
-/// queue` large bodies are held at once.
+/// The chunk size of streamed bodies.
+const CHUNK: usize = 1 << 16;
+
+/// A response body already in memory (reserved by `admission`), which
+/// keeps its admission until the client has read it all (or gone).
 pub(crate) fn held(
     admission: Admission,
     content_type: &'static str,
     bytes: impl Into<Bytes>,
 ) -> Response {
-    const CHUNK: usize = 1 << 16;
     let bytes: Bytes = bytes.into();
     let chunks: Vec<Bytes> = (0..bytes.len())
         .step_by(CHUNK)
@@ -92,4 +205,128 @@ pub(crate) fn held(
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// A response body that blocking code `write`s as the client reads it: at
+/// most a few chunks are in memory at once, whatever the body's size. The
+/// writer (and the admission it holds) ends when `write` returns, or as
+/// soon as the client goes away or stops reading for the body timeout.
+/// Check what can fail before calling this: once the status is sent, a
+/// failure can only cut the body short (the client sees an incomplete
+/// response, never a wrong complete one).
+pub(crate) fn streamed(
+    admission: Admission,
+    content_type: &'static str,
+    write: impl FnOnce(&mut PipeWriter) -> Result<(), String> + Send + 'static,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let _held = admission;
+        let mut out = PipeWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let done = write(&mut out).and_then(|()| out.flush().map_err(|e| e.to_string()));
+        if let Err(e) = done {
+            tracing::warn!("streaming a response: {e}");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|c| (c, rx)) });
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// The blocking end of a [`streamed`] body.
+pub(crate) struct PipeWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl PipeWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl Write for PipeWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
+}
+
+/// The blocking end of a request body streamed in by the handler
+/// ([`pipe_in`]): reads block until the client sends more, and fail if the
+/// client's body fails (a reset, the body timeout).
+pub(crate) struct PipeReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl std::io::Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.cur = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Streams `body` into blocking code `read`, which may stop early (say, on
+/// a refused publisher): the rest of the body is then never read. Returns
+/// what `read` returns.
+pub(crate) async fn pipe_in<T: Send + 'static>(
+    body: Body,
+    read: impl FnOnce(PipeReader) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let reader = tokio::task::spawn_blocking(move || {
+        read(PipeReader {
+            rx,
+            cur: Bytes::new(),
+        })
+    });
+    tokio::pin!(reader);
+    let pump = async move {
+        let mut frames = body.into_data_stream();
+        while let Some(frame) = frames.next().await {
+            let frame = frame.map_err(std::io::Error::other);
+            let failed = frame.is_err();
+            if tx.send(frame).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    // The reader may finish first (it refused what it read so far): the
+    // answer goes out then, without waiting for the rest of the body.
+    tokio::select! {
+        done = &mut reader => return done.map_err(ApiError::internal),
+        () = pump => {}
+    }
+    reader.await.map_err(ApiError::internal)
 }

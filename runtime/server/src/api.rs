@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use tally_api::{
     FieldError, PackageList, PackageSummary, RunBody, RunPending, RunReport, RunState, Uploaded,
@@ -21,7 +20,8 @@ use tally_package::{Package, PackageError};
 use tally_receipt::{Receipt, Transcript, Verdict};
 use tally_sandbox::{RunRequest, SandboxError};
 
-use crate::admission::{admit, held};
+use crate::admission::{admit, held, pipe_in, streamed, Admission};
+use crate::conn::Peer;
 use crate::metrics::{ResultLabel, RunLabels};
 use crate::{ApiError, AppState};
 
@@ -203,15 +203,49 @@ fn require_content_type(headers: &HeaderMap, wanted: &[&str]) -> ApiResult<()> {
     }
 }
 
+/// The request's `Content-Length`, which every request with a body must
+/// send (411 otherwise), at most `cap` (413 otherwise): the server reserves
+/// memory for a body before reading it.
+fn content_length(headers: &HeaderMap, cap: u64) -> ApiResult<u64> {
+    let len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "send the body with a Content-Length (not chunked): the host reserves memory for it before reading it",
+            )
+        })?;
+    if len > cap {
+        return Err(too_large(cap));
+    }
+    Ok(len)
+}
+
+fn too_large(cap: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the request body exceeds the size cap of {cap} bytes"),
+    )
+}
+
 /// Reads and parses a JSON body, at most `max_request_bytes`, turning every
-/// failure into a JSON error. Called after the token check: an anonymous
-/// client never makes the server buffer a body.
-async fn json_body<T: serde::de::DeserializeOwned>(
+/// failure into a JSON error. Called after the token check and admission:
+/// an anonymous client never makes the server buffer a body, and the
+/// memory it takes is reserved first. The parse runs off the async
+/// threads.
+async fn json_body<T: serde::de::DeserializeOwned + Send + 'static>(
     s: &AppState,
+    admission: &mut Admission,
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<T> {
     require_content_type(headers, &["application/json"])?;
+    let len = content_length(headers, s.config.max_request_bytes as u64)?;
+    admission.reserve(len.saturating_mul(crate::JSON_RESERVE_FACTOR))?;
     let bytes = axum::body::to_bytes(body, s.config.max_request_bytes)
         .await
         .map_err(|e| {
@@ -222,20 +256,16 @@ async fn json_body<T: serde::de::DeserializeOwned>(
                 cause = c.source();
             }
             if too_large {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!(
-                        "the request body exceeds the size cap of {} bytes",
-                        s.config.max_request_bytes
-                    ),
-                )
+                self::too_large(s.config.max_request_bytes as u64)
             } else {
                 ApiError::bad_request("bad_body", format!("reading the request body: {e}"))
             }
         })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid request JSON: {e}")))
+    blocking(move || {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request("bad_json", format!("invalid request JSON: {e}")))
+    })
+    .await
 }
 
 /// 400 for a request field that does not parse, with a code per field.
@@ -251,38 +281,28 @@ fn bad_field(e: FieldError) -> ApiError {
 
 // ---- packages ----
 
-async fn upload(State(s): AppS, headers: HeaderMap, body: Body) -> ApiResult<Response> {
-    use tokio::io::AsyncWriteExt;
+/// An upload is admitted like any job and its declared size reserved;
+/// the bundle is checked as it streams in (`pipe_in`), so a publisher off
+/// the allowlist is refused after the first two entries (manifest and
+/// signature), without the rest being read.
+async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     require_content_type(&headers, &["application/octet-stream", "application/x-tar"])?;
     let cap = s.config.max_upload_bytes;
-    let tmp_dir = s.store.root().join("tmp");
-    let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(ApiError::internal)?;
-    let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(ApiError::internal)?);
-    let mut stream = body.into_data_stream();
-    let mut total = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::bad_request("bad_body", format!("reading the upload: {e}")))?;
-        total += chunk.len() as u64;
-        if total > cap {
-            s.metrics
-                .uploads
-                .get_or_create(&ResultLabel {
-                    result: "rejected".into(),
-                })
-                .inc();
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the bundle exceeds the upload cap of {cap} bytes"),
-            ));
-        }
-        file.write_all(&chunk).await.map_err(ApiError::internal)?;
-    }
-    file.flush().await.map_err(ApiError::internal)?;
+    let rejected = |s: &AppState| {
+        s.metrics
+            .uploads
+            .get_or_create(&ResultLabel {
+                result: "rejected".into(),
+            })
+            .inc();
+    };
+    let len = content_length(&headers, cap).inspect_err(|_| rejected(&s))?;
+    let mut admission = admit(&s, &peer)?;
+    admission.reserve(len)?;
     let st = s.clone();
-    let result = blocking(move || {
-        // The publisher is accepted (or not) before any blob is hashed.
+    let result = pipe_in(body, move |reader| {
+        let _admission = admission;
+        // The publisher is accepted (or not) before any blob is read.
         let allowed = st.config.publishers.as_deref();
         let allow = |p: &[u8; 32]| match allowed {
             Some(keys) if !keys.contains(p) => Err(PackageError::PublisherNotAllowed {
@@ -290,19 +310,19 @@ async fn upload(State(s): AppS, headers: HeaderMap, body: Body) -> ApiResult<Res
             }),
             _ => Ok(()),
         };
-        let package =
-            Package::from_bundle_file_by(tmp.path(), cap, &allow).map_err(|e| match e {
-                PackageError::PublisherNotAllowed { publisher } => ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "publisher_not_allowed",
-                    format!("publisher {publisher} is not on this host's allowlist"),
-                ),
-                e => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_package",
-                    e.to_string(),
-                ),
-            })?;
+        let package = Package::from_bundle_by(reader, cap, &allow).map_err(|e| match e {
+            PackageError::PublisherNotAllowed { publisher } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "publisher_not_allowed",
+                format!("publisher {publisher} is not on this host's allowlist"),
+            ),
+            PackageError::TooLarge { .. } => too_large(cap),
+            e => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_package",
+                e.to_string(),
+            ),
+        })?;
         let info = &package.manifest().package;
         let created = st.store.package_record(&package.id()).is_err();
         let id = st.store.put_package(&package)?;
@@ -314,7 +334,8 @@ async fn upload(State(s): AppS, headers: HeaderMap, body: Body) -> ApiResult<Res
             created,
         })
     })
-    .await;
+    .await
+    .and_then(|r| r);
     let label = match &result {
         Ok(u) if u.created => "stored",
         Ok(_) => "existing",
@@ -372,27 +393,30 @@ async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Arc<Package>> 
     Ok(package)
 }
 
-async fn get_package(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn get_package(
+    State(s): AppS,
+    peer: Peer,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id("package", &id)?;
     // Loading a package not in the cache reads and re-checks all of it.
-    let _admission = admit(&s)?;
+    let _admission = admit(&s, &peer)?;
     let p = load_package(&s, id).await?;
     Ok(Json(
         serde_json::json!({ "id": p.id(), "manifest": p.manifest(), "signature": p.signature() }),
     ))
 }
 
-async fn get_bundle(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
+/// The bundle is written from the checked package as the client reads it,
+/// never whole in memory a second time.
+async fn get_bundle(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id("package", &id)?;
-    let admission = admit(&s)?;
+    let admission = admit(&s, &peer)?;
     let p = load_package(&s, id).await?;
-    let bytes = blocking(move || {
-        let mut bytes = Vec::new();
-        p.write_bundle(&mut bytes).map_err(ApiError::internal)?;
-        Ok(bytes)
-    })
-    .await?;
-    Ok(held(admission, "application/x-tar", bytes))
+    Ok(streamed(admission, "application/x-tar", move |out| {
+        p.write_bundle(out)
+            .map_err(|e| format!("writing bundle {id}: {e}"))
+    }))
 }
 
 // ---- runs ----
@@ -476,6 +500,7 @@ pub(crate) struct RunTable {
 
 async fn submit_run(
     State(s): AppS,
+    peer: Peer,
     headers: HeaderMap,
     Query(q): Query<RunQuery>,
     body: Body,
@@ -483,8 +508,8 @@ async fn submit_run(
     check_token(&s, &headers)?;
     // Admitted before its body is read: at most `workers + queue` bodies
     // are held at once.
-    let admission = admit(&s)?;
-    let req: RunBody = json_body(&s, &headers, body).await?;
+    let mut admission = admit(&s, &peer)?;
+    let req: RunBody = json_body(&s, &mut admission, &headers, body).await?;
     check_backend(&s, &req.backend)?;
     let package_id = req.package_id().map_err(bad_field)?;
     let input = req.input().map_err(bad_field)?;
@@ -581,7 +606,7 @@ fn execute_run(
     })
 }
 
-async fn get_run(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_run(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let status = s.runs.lock().unwrap().map.get(&id).cloned();
     let pending = |state, error| {
         Json(RunPending {
@@ -604,11 +629,14 @@ async fn get_run(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> 
         Some(RunStatus::Failed(m)) => pending(RunState::Failed, Some(m)),
         Some(RunStatus::Done(claim)) => {
             // The output is read back from the store (up to the output
-            // limit): admitted and held like any large download.
-            let admission = admit(&s)?;
+            // limit): admitted, reserved and held like any large download.
+            let mut admission = admit(&s, &peer)?;
+            let st = s.clone();
+            let receipt = blocking(move || Ok(st.store.get_receipt(&claim)?)).await?;
+            // The output, its base64 text, and the report around it.
+            admission.reserve(receipt.claim.output_len.saturating_mul(3) + (1 << 20))?;
             let st = s.clone();
             let report = blocking(move || {
-                let receipt = st.store.get_receipt(&claim)?;
                 let output = match receipt.claim.output_len {
                     0 => Vec::new(),
                     _ => st.store.get_blob(&receipt.claim.output)?,
@@ -650,32 +678,96 @@ async fn get_receipt(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<R
     Ok(Json(load_receipt(&s, &id).await?))
 }
 
-async fn get_transcript(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
+/// The stored transcript file, streamed as it is (not parsed and
+/// re-serialised): a run may make millions of host calls.
+async fn get_transcript(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let receipt = load_receipt(&s, &id).await?;
-    let admission = admit(&s)?;
+    let admission = admit(&s, &peer)?;
     let st = s.clone();
-    let text = blocking(move || {
-        Ok(st
-            .store
-            .get_transcript(&receipt.claim.transcript_root)?
-            .to_jsonl())
+    let blob = blocking(move || {
+        let digest = st.store.transcript_blob(&receipt.claim.transcript_root)?;
+        Ok(st.store.open_blob(&digest)?)
     })
     .await?;
-    Ok(held(admission, "application/x-ndjson", text))
+    Ok(streamed(admission, "application/x-ndjson", move |out| {
+        blob.copy_to(out).map_err(|e| e.to_string())
+    }))
 }
 
 /// The recorded inference outputs of a receipt (`RECEIPT.tensors` format),
-/// for verifiers replaying on another backend.
-async fn get_tensors(State(s): AppS, Path(id): Path<String>) -> ApiResult<Response> {
+/// for verifiers replaying on another backend: streamed compute by
+/// compute as the transcript is read line by line.
+async fn get_tensors(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let receipt = load_receipt(&s, &id).await?;
-    let admission = admit(&s)?;
+    let admission = admit(&s, &peer)?;
     let st = s.clone();
-    let bytes = blocking(move || {
-        let t = st.store.get_transcript(&receipt.claim.transcript_root)?;
-        Ok(tally_receipt::encode_recorded(&st.store.get_computes(&t)?))
+    let blob = blocking(move || {
+        let digest = st.store.transcript_blob(&receipt.claim.transcript_root)?;
+        Ok(st.store.open_blob(&digest)?)
     })
     .await?;
-    Ok(held(admission, "application/octet-stream", bytes))
+    let st = s.clone();
+    Ok(streamed(
+        admission,
+        "application/octet-stream",
+        move |out| {
+            let mut computes = ComputeFrames {
+                store: &st.store,
+                out,
+                line: Vec::new(),
+            };
+            blob.copy_to(&mut computes).map_err(|e| e.to_string())
+        },
+    ))
+}
+
+/// Reads a transcript's JSON lines as they stream by and writes, for each
+/// successful compute, its recorded outputs from the store, framed as
+/// `tally_receipt::encode_recorded` frames them.
+struct ComputeFrames<'a, W: std::io::Write> {
+    store: &'a tally_store::Store,
+    out: W,
+    line: Vec<u8>,
+}
+
+impl<W: std::io::Write> ComputeFrames<'_, W> {
+    fn on_line(&mut self) -> std::io::Result<()> {
+        let line = std::mem::take(&mut self.line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let call: tally_receipt::HostCall =
+            serde_json::from_slice(&line).map_err(std::io::Error::other)?;
+        if let Some(digest) = call.recorded_output() {
+            let blob = self
+                .store
+                .open_blob(&digest)
+                .map_err(std::io::Error::other)?;
+            self.out
+                .write_all(&tally_receipt::recorded_frame(blob.len()))?;
+            blob.copy_to(&mut self.out).map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ComputeFrames<'_, W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let mut rest = data;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            self.line.extend_from_slice(&rest[..end]);
+            self.on_line()?;
+            rest = &rest[end + 1..];
+        }
+        self.line.extend_from_slice(rest);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.line.is_empty() {
+            self.on_line()?;
+        }
+        self.out.flush()
+    }
 }
 
 /// What a verify request brings: the package (loaded by id), and maybe the
@@ -717,11 +809,16 @@ fn verify_error(e: VerifyError) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
 }
 
-async fn verify(State(s): AppS, headers: HeaderMap, body: Body) -> ApiResult<Json<Verdict>> {
+async fn verify(
+    State(s): AppS,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Verdict>> {
     // A replay costs what a run costs: the same token admits it.
     check_token(&s, &headers)?;
-    let admission = admit(&s)?;
-    let req: VerifyBody = json_body(&s, &headers, body).await?;
+    let mut admission = admit(&s, &peer)?;
+    let req: VerifyBody = json_body(&s, &mut admission, &headers, body).await?;
     check_backend(&s, &req.backend)?;
     req.receipt
         .check_format()

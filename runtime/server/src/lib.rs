@@ -21,6 +21,7 @@
 
 mod admission;
 mod api;
+mod conn;
 mod error;
 pub mod metrics;
 mod openapi;
@@ -71,7 +72,29 @@ pub struct ServerConfig {
     /// Default: 30 s. A slow client holds its admission at most this long
     /// per stall.
     pub body_timeout: std::time::Duration,
+    /// Longest a client may take to send a request's headers, and longest
+    /// an idle keep-alive connection stays open. Default: 10 s.
+    pub header_timeout: std::time::Duration,
+    /// Connections open at once; beyond it the server stops accepting
+    /// until one closes. Default: 512.
+    pub max_connections: usize,
+    /// Connections one client address may hold open; more are closed at
+    /// once. Default: 64.
+    pub max_client_connections: usize,
+    /// Jobs (runs, verifications, uploads, large downloads) one client
+    /// address may have queued or running. Default: `None`, half of
+    /// `workers + queue`, rounded up.
+    pub max_client_jobs: Option<usize>,
+    /// Bytes of request and response bodies the host holds in memory at
+    /// once (uploads being checked, JSON requests, finished runs' reports);
+    /// each is reserved before it is read or built, and a request that
+    /// does not fit now is shed with 503. Default: 1 GiB.
+    pub max_buffered_bytes: u64,
 }
+
+/// How many bytes of memory a JSON request body reserves per byte: the
+/// bytes, their parsed form, and a decoded input.
+pub(crate) const JSON_RESERVE_FACTOR: u64 = 3;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -90,6 +113,11 @@ impl Default for ServerConfig {
             warm_up: true,
             cache_bytes: tally_sandbox::DEFAULT_CACHE_BYTES,
             body_timeout: std::time::Duration::from_secs(30),
+            header_timeout: std::time::Duration::from_secs(10),
+            max_connections: 512,
+            max_client_connections: 64,
+            max_client_jobs: None,
+            max_buffered_bytes: 1 << 30,
         }
     }
 }
@@ -150,6 +178,10 @@ pub struct AppState {
     /// Runs and verifications queued or running.
     pub(crate) inflight: AtomicUsize,
     pub(crate) runs: Mutex<api::RunTable>,
+    /// Connections and jobs per client address.
+    pub(crate) clients: admission::Clients,
+    /// The buffer budget, in KiB ([`ServerConfig::max_buffered_bytes`]).
+    pub(crate) memory: Arc<tokio::sync::Semaphore>,
 }
 
 /// A host-side start-up failure.
@@ -188,7 +220,23 @@ impl ServerConfig {
                 tally_sandbox::POOL_INSTANCES
             )));
         }
+        let need = (self.max_request_bytes as u64)
+            .saturating_mul(JSON_RESERVE_FACTOR)
+            .max(self.max_upload_bytes);
+        if self.max_buffered_bytes < need {
+            return Err(ServerError::Config(format!(
+                "the buffer budget ({} bytes) cannot hold one largest request ({need} bytes: an upload of max_upload_bytes, or {JSON_RESERVE_FACTOR}× max_request_bytes for JSON); raise max_buffered_bytes or lower the caps",
+                self.max_buffered_bytes
+            )));
+        }
         Ok(())
+    }
+
+    /// The jobs one client may have queued or running.
+    pub(crate) fn client_jobs(&self) -> usize {
+        self.max_client_jobs
+            .unwrap_or((self.workers.max(1) + self.queue).div_ceil(2))
+            .max(1)
     }
 }
 
@@ -207,6 +255,12 @@ impl AppState {
         let sandbox = Arc::new(sandbox);
         Ok(Arc::new(AppState {
             workers: Arc::new(tokio::sync::Semaphore::new(config.workers.max(1))),
+            memory: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(config.max_buffered_bytes / 1024)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            clients: admission::Clients::default(),
             config,
             metrics: metrics::Metrics::with_caches(sandbox.clone()),
             host: tally_host::Host::new(sandbox.clone(), key, "tally serve")
@@ -231,7 +285,9 @@ impl AppState {
 
 /// Serves the API on `listener` until `shutdown` resolves; then stops
 /// accepting, lets open requests finish, and waits for queued and running
-/// jobs (whose results are stored) before returning.
+/// jobs (whose results are stored) before returning. Connections are
+/// bounded in number, per client, and in how long their headers may take
+/// (see `conn.rs`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
@@ -249,9 +305,7 @@ pub async fn serve(
         });
     }
     let app = api::router(state.clone(), listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    conn::accept_loop(listener, app, state.clone(), shutdown).await;
     while state.inflight() > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

@@ -45,6 +45,11 @@ pub struct Metrics {
     pub verifications: Family<ResultLabel, Counter>,
     /// Requests shed because the queue was full.
     pub shed: Counter,
+    /// Connections open now.
+    pub connections: Gauge,
+    /// Connections closed at once because their client already had its
+    /// share open.
+    pub refused_connections: Counter,
 }
 
 impl Metrics {
@@ -59,6 +64,8 @@ impl Metrics {
             uploads: Family::default(),
             verifications: Family::default(),
             shed: Counter::default(),
+            connections: Gauge::default(),
+            refused_connections: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Runs by outcome and backend", m.runs.clone());
@@ -83,6 +90,12 @@ impl Metrics {
             "shed_requests",
             "Requests refused because the queue was full",
             m.shed.clone(),
+        );
+        registry.register("connections", "Connections open now", m.connections.clone());
+        registry.register(
+            "refused_connections",
+            "Connections closed at once because their client had its share open",
+            m.refused_connections.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -208,6 +208,28 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Opens blob `digest` for streaming: its length now, its bytes (checked
+    /// against the digest) by [`BlobReader::copy_to`]. Nothing is read
+    /// into memory beyond one chunk.
+    pub fn open_blob(&self, digest: &Digest) -> Result<BlobReader, StoreError> {
+        let path = self.blob_path(digest);
+        let io = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::NotFound => StoreError::NotFound(format!("blob {digest}")),
+            _ => StoreError::Io {
+                path: path.clone(),
+                source,
+            },
+        };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        Ok(BlobReader {
+            file,
+            len,
+            digest: *digest,
+            path,
+        })
+    }
+
     /// Stores a checked package; idempotent. Returns its id.
     pub fn put_package(&self, package: &Package) -> Result<Digest, StoreError> {
         let id = package.id();
@@ -368,16 +390,95 @@ impl Store {
             .collect()
     }
 
-    /// The transcript whose root is `root`, checked against it.
-    pub fn get_transcript(&self, root: &Digest) -> Result<Transcript, StoreError> {
+    /// The blob holding the transcript whose root is `root` (JSON lines),
+    /// for streaming it without parsing ([`Store::open_blob`]).
+    pub fn transcript_blob(&self, root: &Digest) -> Result<Digest, StoreError> {
         let tx = self.db.begin_read().map_err(index_err)?;
         let table = tx.open_table(TRANSCRIPTS).map_err(index_err)?;
         let blob = table
             .get(root.as_bytes())
             .map_err(index_err)?
             .ok_or_else(|| StoreError::NotFound(format!("transcript {root}")))?;
-        let text = String::from_utf8(self.get_blob(&Digest(*blob.value()))?).map_err(index_err)?;
+        Ok(Digest(*blob.value()))
+    }
+
+    /// The transcript whose root is `root`, checked against it.
+    pub fn get_transcript(&self, root: &Digest) -> Result<Transcript, StoreError> {
+        let blob = self.transcript_blob(root)?;
+        let text = String::from_utf8(self.get_blob(&blob)?).map_err(index_err)?;
         Transcript::from_jsonl(&text, root).map_err(index_err)
+    }
+}
+
+/// A blob opened for streaming ([`Store::open_blob`]).
+#[derive(Debug)]
+pub struct BlobReader {
+    file: std::fs::File,
+    len: u64,
+    digest: Digest,
+    path: PathBuf,
+}
+
+impl BlobReader {
+    /// The blob's length in bytes (its file's, before it is checked).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the blob is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the blob to `out` in chunks, hashing as it goes. The last
+    /// chunk is written only once the whole blob has matched its digest,
+    /// so a corrupt or truncated blob is never delivered whole: the copy
+    /// fails with [`StoreError::CorruptBlob`] instead.
+    pub fn copy_to(mut self, out: &mut dyn Write) -> Result<(), StoreError> {
+        use std::io::Read;
+        const CHUNK: usize = 1 << 16;
+        let mut hasher = tally_digest::Hasher::new();
+        let mut held: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut read = 0u64;
+        loop {
+            let n = match self.file.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        path: self.path,
+                        source,
+                    })
+                }
+            };
+            if n == 0 || read >= self.len {
+                break;
+            }
+            let n = n.min((self.len - read) as usize);
+            read += n as u64;
+            hasher.update(&buf[..n]);
+            if !held.is_empty() {
+                out.write_all(&held).map_err(|source| StoreError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            }
+            held.clear();
+            held.extend_from_slice(&buf[..n]);
+        }
+        let found = hasher.finish();
+        if found != self.digest || read != self.len {
+            return Err(StoreError::CorruptBlob {
+                digest: self.digest,
+                path: self.path,
+                found,
+            });
+        }
+        out.write_all(&held).map_err(|source| StoreError::Io {
+            path: self.path,
+            source,
+        })
     }
 }
 
