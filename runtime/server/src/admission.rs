@@ -1,7 +1,7 @@
-//! Admission: every job that costs CPU or holds memory (a run, a
-//! verification, an upload, a large download) is counted against `workers +
-//! queue`, and against its client's share (`max_client_jobs`), before it
-//! starts, and shed with 503 beyond either. What it will hold in memory is
+//! Admission: every job that costs CPU or holds memory is counted before it
+//! starts, against its pool (runs and verifications: `workers + queue`;
+//! uploads and large downloads: `max_transfers`) and against its client's
+//! share (`max_client_jobs`), and shed with 503 beyond either. What it will hold in memory is
 //! reserved from the host's buffer budget (`max_buffered_bytes`) before it
 //! is read or built, and shed with 503 when the budget is spent.
 //!
@@ -77,18 +77,54 @@ fn busy(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
 }
 
-/// Counts a job in, or sheds it when workers and queue are full or its
-/// client already has its share. The job counts out when the returned
-/// guard drops.
+/// What an admission counts against.
+#[derive(Clone, Copy)]
+pub(crate) enum Pool {
+    /// Runs and verifications: `workers + queue`.
+    Jobs,
+    /// Uploads and large downloads: `max_transfers`. They hold memory
+    /// (reserved separately) and a connection, but little CPU, so a flood
+    /// of slow downloads never sheds a run.
+    Transfers,
+}
+
+impl Pool {
+    fn counter(self, s: &AppState) -> &std::sync::atomic::AtomicUsize {
+        match self {
+            Pool::Jobs => &s.inflight,
+            Pool::Transfers => &s.transfers,
+        }
+    }
+}
+
+/// Counts a run or verification in, or sheds it when workers and queue
+/// are full or its client already has its share. It counts out when the
+/// returned guard drops.
 pub(crate) fn admit(s: &Arc<AppState>, peer: &Peer) -> Result<Admission, ApiError> {
-    let cap = s.config.workers.max(1) + s.config.queue;
-    let before = s.inflight.fetch_add(1, Ordering::SeqCst);
+    admit_to(s, peer, Pool::Jobs)
+}
+
+/// [`admit`] for an upload or a large download.
+pub(crate) fn admit_transfer(s: &Arc<AppState>, peer: &Peer) -> Result<Admission, ApiError> {
+    admit_to(s, peer, Pool::Transfers)
+}
+
+fn admit_to(s: &Arc<AppState>, peer: &Peer, pool: Pool) -> Result<Admission, ApiError> {
+    let (cap, what) = match pool {
+        Pool::Jobs => (
+            s.config.workers.max(1) + s.config.queue,
+            "runs and verifications",
+        ),
+        Pool::Transfers => (s.config.max_transfers.max(1), "uploads and large downloads"),
+    };
+    let counter = pool.counter(s);
+    let before = counter.fetch_add(1, Ordering::SeqCst);
     if before >= cap {
-        s.inflight.fetch_sub(1, Ordering::SeqCst);
+        counter.fetch_sub(1, Ordering::SeqCst);
         s.metrics.shed.inc();
         return Err(busy(
             "queue_full",
-            format!("{cap} jobs (runs, verifications, uploads, large downloads) are queued or running; retry later"),
+            format!("{cap} {what} are queued or running; retry later"),
         ));
     }
     let ip = peer.0.ip();
@@ -98,25 +134,29 @@ pub(crate) fn admit(s: &Arc<AppState>, peer: &Peer) -> Result<Admission, ApiErro
         c.jobs += ok as usize;
         ok
     }) {
-        s.inflight.fetch_sub(1, Ordering::SeqCst);
+        counter.fetch_sub(1, Ordering::SeqCst);
         s.metrics.shed.inc();
         return Err(busy(
             "client_busy",
-            format!("this client already has {share} jobs (runs, verifications, uploads, large downloads) queued or running; wait for one to finish"),
+            format!("this client already has {share} requests (runs, verifications, uploads, large downloads) in progress; wait for one to finish"),
         ));
     }
-    s.metrics.queue_depth.set(before as i64 + 1);
+    if let Pool::Jobs = pool {
+        s.metrics.queue_depth.set(before as i64 + 1);
+    }
     Ok(Admission {
         state: s.clone(),
+        pool,
         ip,
         memory: None,
     })
 }
 
-/// A job counted in [`AppState::inflight`] and against its client, with
+/// A job counted in its pool and against its client, with
 /// the buffer bytes it reserved.
 pub(crate) struct Admission {
     state: Arc<AppState>,
+    pool: Pool,
     ip: IpAddr,
     memory: Option<OwnedSemaphorePermit>,
 }
@@ -172,8 +212,14 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let now = self.state.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.state.metrics.queue_depth.set(now as i64);
+        let now = self
+            .pool
+            .counter(&self.state)
+            .fetch_sub(1, Ordering::SeqCst)
+            - 1;
+        if let Pool::Jobs = self.pool {
+            self.state.metrics.queue_depth.set(now as i64);
+        }
         self.state.clients.update(self.ip, |c| {
             c.jobs -= 1;
             true

@@ -20,7 +20,7 @@ use tally_package::{Package, PackageError};
 use tally_receipt::{Receipt, Transcript, Verdict};
 use tally_sandbox::{RunRequest, SandboxError};
 
-use crate::admission::{admit, held, pipe_in, streamed, Admission};
+use crate::admission::{admit, admit_transfer, held, pipe_in, streamed, Admission};
 use crate::conn::Peer;
 use crate::metrics::{ResultLabel, RunLabels};
 use crate::{ApiError, AppState};
@@ -297,7 +297,7 @@ async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> A
             .inc();
     };
     let len = content_length(&headers, cap).inspect_err(|_| rejected(&s))?;
-    let mut admission = admit(&s, &peer)?;
+    let mut admission = admit_transfer(&s, &peer)?;
     admission.reserve(len)?;
     let st = s.clone();
     let result = pipe_in(body, move |reader| {
@@ -400,7 +400,7 @@ async fn get_package(
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id("package", &id)?;
     // Loading a package not in the cache reads and re-checks all of it.
-    let _admission = admit(&s, &peer)?;
+    let _admission = admit_transfer(&s, &peer)?;
     let p = load_package(&s, id).await?;
     Ok(Json(
         serde_json::json!({ "id": p.id(), "manifest": p.manifest(), "signature": p.signature() }),
@@ -411,7 +411,7 @@ async fn get_package(
 /// never whole in memory a second time.
 async fn get_bundle(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id("package", &id)?;
-    let admission = admit(&s, &peer)?;
+    let admission = admit_transfer(&s, &peer)?;
     let p = load_package(&s, id).await?;
     Ok(streamed(admission, "application/x-tar", move |out| {
         p.write_bundle(out)
@@ -630,7 +630,7 @@ async fn get_run(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResul
         Some(RunStatus::Done(claim)) => {
             // The output is read back from the store (up to the output
             // limit): admitted, reserved and held like any large download.
-            let mut admission = admit(&s, &peer)?;
+            let mut admission = admit_transfer(&s, &peer)?;
             let st = s.clone();
             let receipt = blocking(move || Ok(st.store.get_receipt(&claim)?)).await?;
             // The output, its base64 text, and the report around it.
@@ -682,7 +682,7 @@ async fn get_receipt(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<R
 /// re-serialised): a run may make millions of host calls.
 async fn get_transcript(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let receipt = load_receipt(&s, &id).await?;
-    let admission = admit(&s, &peer)?;
+    let admission = admit_transfer(&s, &peer)?;
     let st = s.clone();
     let blob = blocking(move || {
         let digest = st.store.transcript_blob(&receipt.claim.transcript_root)?;
@@ -699,7 +699,7 @@ async fn get_transcript(State(s): AppS, peer: Peer, Path(id): Path<String>) -> A
 /// compute as the transcript is read line by line.
 async fn get_tensors(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let receipt = load_receipt(&s, &id).await?;
-    let admission = admit(&s, &peer)?;
+    let admission = admit_transfer(&s, &peer)?;
     let st = s.clone();
     let blob = blocking(move || {
         let digest = st.store.transcript_blob(&receipt.claim.transcript_root)?;

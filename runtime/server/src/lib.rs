@@ -75,6 +75,10 @@ pub struct ServerConfig {
     /// Longest a client may take to send a request's headers, and longest
     /// an idle keep-alive connection stays open. Default: 10 s.
     pub header_timeout: std::time::Duration,
+    /// Uploads and large downloads (bundles, transcripts, recorded
+    /// tensors, finished runs' reports) in progress at once, beside the
+    /// runs; beyond it they get 503. Default: 32.
+    pub max_transfers: usize,
     /// Connections open at once; beyond it the server stops accepting
     /// until one closes. Default: 512.
     pub max_connections: usize,
@@ -114,6 +118,7 @@ impl Default for ServerConfig {
             cache_bytes: tally_sandbox::DEFAULT_CACHE_BYTES,
             body_timeout: std::time::Duration::from_secs(30),
             header_timeout: std::time::Duration::from_secs(10),
+            max_transfers: 32,
             max_connections: 512,
             max_client_connections: 64,
             max_client_jobs: None,
@@ -147,6 +152,18 @@ pub struct ConfigFile {
     pub warm_up: Option<bool>,
     /// `--cache-mib`.
     pub cache_mib: Option<u64>,
+    /// `--header-timeout-secs`.
+    pub header_timeout_secs: Option<u64>,
+    /// `--body-timeout-secs`.
+    pub body_timeout_secs: Option<u64>,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
+    /// `--max-client-connections`.
+    pub max_client_connections: Option<usize>,
+    /// `--max-client-jobs`.
+    pub max_client_jobs: Option<usize>,
+    /// `--max-buffered-mib`.
+    pub max_buffered_mib: Option<u64>,
 }
 
 /// Reads a publisher allowlist: one hex public key per line; `#` comments
@@ -177,6 +194,8 @@ pub struct AppState {
     pub(crate) workers: Arc<tokio::sync::Semaphore>,
     /// Runs and verifications queued or running.
     pub(crate) inflight: AtomicUsize,
+    /// Uploads and large downloads in progress.
+    pub(crate) transfers: AtomicUsize,
     pub(crate) runs: Mutex<api::RunTable>,
     /// Connections and jobs per client address.
     pub(crate) clients: admission::Clients,
@@ -268,6 +287,7 @@ impl AppState {
             store,
             sandbox,
             inflight: AtomicUsize::new(0),
+            transfers: AtomicUsize::new(0),
             runs: Mutex::new(api::RunTable::default()),
         }))
     }

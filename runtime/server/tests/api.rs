@@ -519,14 +519,18 @@ async fn every_error_is_json() {
     s.stop().await;
 }
 
-/// Large downloads are admitted like runs, and hold their slot until the
-/// client has read them: a crowd of slow readers cannot make the server
-/// hold a bundle or a transcript per connection.
+/// Uploads and large downloads count against their own pool
+/// (`max_transfers`), not the runs': a busy worker does not hold them up,
+/// and a stalled upload holding the last transfer slot sheds downloads
+/// until it is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_downloads_are_admitted_like_runs() {
+async fn large_downloads_are_admitted_as_transfers() {
+    use tokio::io::AsyncWriteExt;
     let s = start(|c| {
         c.workers = 1;
         c.queue = 0;
+        c.max_transfers = 1;
+        c.max_client_jobs = Some(8);
     })
     .await;
     let (echo, bytes) = bundle("echo", "", 1);
@@ -548,20 +552,83 @@ async fn large_downloads_are_admitted_like_runs() {
         )
         .await;
     assert_eq!(status, 202);
-    for path in [
+    let paths = [
         format!("/v1/receipts/{claim}/transcript"),
         format!("/v1/receipts/{claim}/tensors"),
         format!("/v1/packages/{echo}/bundle"),
         format!("/v1/packages/{echo}"),
         format!("/v1/runs/{echo_run}"),
-    ] {
-        let (status, body) = s.get(&path).await;
+    ];
+    // The worker is busy with `spin`; downloads go on.
+    for path in &paths {
+        let (status, body) = s.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    // An upload that declares its size and stalls holds the one slot.
+    let mut stalled = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"POST /v1/packages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\nxx")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = s.get(&paths[0]).await;
+        if status == 503 {
+            assert!(body.contains("queue_full"), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload is admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for path in &paths {
+        let (status, body) = s.get(path).await;
         assert_eq!(status, 503, "{path}: {body}");
-        assert!(body.contains("queue_full"), "{body}");
+    }
+    drop(stalled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.get(&paths[0]).await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the slot is freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     s.idle().await;
-    let (status, _) = s.get(&format!("/v1/receipts/{claim}/transcript")).await;
-    assert_eq!(status, 200);
+    s.stop().await;
+}
+
+/// A publisher off the allowlist is refused once the manifest and the
+/// signature (the bundle's first two entries) are in: the server answers
+/// while the client has sent a fraction of what it declared, and reads no
+/// more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publisher_is_answered_before_its_blobs_arrive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let allowed = SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes();
+    let s = start(|c| c.publishers = Some(vec![allowed])).await;
+    let (_, bytes) = bundle("echo", "", 2);
+    // Manifest and signature entries: the first 4 KiB hold both of a
+    // one-stage package's (headers, text, padding) but not its guest.
+    let head = &bytes[..4096];
+    let mut tcp = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /v1/packages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp.write_all(head).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut answer))
+        .await
+        .expect("answered without the rest of the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("publisher_not_allowed"), "{answer}");
     s.stop().await;
 }
 

@@ -44,6 +44,29 @@ pub struct ServeArgs {
     /// first (default 2048).
     #[arg(long, value_name = "MIB")]
     cache_mib: Option<u64>,
+    /// Seconds a client may take to send a request's headers; also how
+    /// long an idle keep-alive connection stays open (default 10).
+    #[arg(long, value_name = "SECS")]
+    header_timeout_secs: Option<u64>,
+    /// Seconds a request or response body may stall before the connection
+    /// is dropped (default 30).
+    #[arg(long, value_name = "SECS")]
+    body_timeout_secs: Option<u64>,
+    /// Connections open at once (default 512).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Connections one client address may hold open (default 64).
+    #[arg(long, value_name = "N")]
+    max_client_connections: Option<usize>,
+    /// Jobs (runs, verifications, uploads, large downloads) one client
+    /// address may have queued or running (default: half of workers +
+    /// queue).
+    #[arg(long, value_name = "N")]
+    max_client_jobs: Option<usize>,
+    /// Request and response bodies held in memory at once, in MiB
+    /// (default 1024).
+    #[arg(long, value_name = "MIB")]
+    max_buffered_mib: Option<u64>,
     /// A TOML file with any of the settings above (same names; flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -106,6 +129,24 @@ pub fn serve(a: ServeArgs, store_flag: Option<&Path>) -> Result<(), Failure> {
     }
     if let Some(n) = a.queue.or(file.queue) {
         config.queue = n;
+    }
+    if let Some(secs) = a.header_timeout_secs.or(file.header_timeout_secs) {
+        config.header_timeout = std::time::Duration::from_secs(secs.max(1));
+    }
+    if let Some(secs) = a.body_timeout_secs.or(file.body_timeout_secs) {
+        config.body_timeout = std::time::Duration::from_secs(secs.max(1));
+    }
+    if let Some(n) = a.max_connections.or(file.max_connections) {
+        config.max_connections = n.max(1);
+    }
+    if let Some(n) = a.max_client_connections.or(file.max_client_connections) {
+        config.max_client_connections = n.max(1);
+    }
+    if let Some(n) = a.max_client_jobs.or(file.max_client_jobs) {
+        config.max_client_jobs = Some(n.max(1));
+    }
+    if let Some(mib) = a.max_buffered_mib.or(file.max_buffered_mib) {
+        config.max_buffered_bytes = mib.saturating_mul(1 << 20);
     }
     if let Some(path) = a
         .publishers
