@@ -3,6 +3,7 @@
 
 mod adversarial;
 mod flow;
+mod hostile;
 mod inference;
 mod serve;
 mod tamper;

@@ -14,13 +14,13 @@ use crate::util::{Dir, SAMPLE_PNG};
 use tally_api::b64;
 
 /// A `tally serve` child process on an ephemeral loopback port.
-struct Serve {
-    child: Child,
-    url: String,
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl Serve {
-    fn start(d: &Dir, extra: &[&str]) -> Serve {
+    pub(crate) fn start(d: &Dir, extra: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
             // Compiling the portable engine in the background would take
             // a core from these tests for tens of seconds; none needs it.
@@ -44,7 +44,7 @@ impl Serve {
     }
 
     /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         signal(self.child.id(), "TERM");
         let status = self.child.wait().unwrap();
         assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
@@ -254,7 +254,7 @@ fn serve_on_a_store_in_use_is_a_host_fault() {
     s.stop();
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 

@@ -344,9 +344,12 @@ impl std::io::Read for PipeReader {
 }
 
 /// Streams `body` into blocking code `read`, which may stop early (say, on
-/// a refused publisher): the rest of the body is then never read. Returns
-/// what `read` returns.
+/// a refused publisher): the rest of the body is then never read. Each
+/// chunk is reserved from the buffer budget on `admission` before it is
+/// passed on (a stalled client holds only what it sent); the admission is
+/// released when `read` returns. Returns what `read` returns.
 pub(crate) async fn pipe_in<T: Send + 'static>(
+    mut admission: Admission,
     body: Body,
     read: impl FnOnce(PipeReader) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -358,21 +361,29 @@ pub(crate) async fn pipe_in<T: Send + 'static>(
         })
     });
     tokio::pin!(reader);
-    let pump = async move {
+    let pump = async {
         let mut frames = body.into_data_stream();
         while let Some(frame) = frames.next().await {
-            let frame = frame.map_err(std::io::Error::other);
+            let frame = match frame {
+                Ok(chunk) => match admission.reserve(chunk.len() as u64) {
+                    Ok(()) => Ok(chunk),
+                    Err(e) => Err(std::io::Error::other(e.message)),
+                },
+                Err(e) => Err(std::io::Error::other(e)),
+            };
             let failed = frame.is_err();
             if tx.send(frame).await.is_err() || failed {
                 break;
             }
         }
+        drop(tx);
     };
     // The reader may finish first (it refused what it read so far): the
     // answer goes out then, without waiting for the rest of the body.
-    tokio::select! {
-        done = &mut reader => return done.map_err(ApiError::internal),
-        () = pump => {}
-    }
-    reader.await.map_err(ApiError::internal)
+    let done = tokio::select! {
+        done = &mut reader => done,
+        () = pump => reader.await,
+    };
+    drop(admission);
+    done.map_err(ApiError::internal)
 }

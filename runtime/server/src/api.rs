@@ -281,10 +281,10 @@ fn bad_field(e: FieldError) -> ApiError {
 
 // ---- packages ----
 
-/// An upload is admitted like any job and its declared size reserved;
-/// the bundle is checked as it streams in (`pipe_in`), so a publisher off
-/// the allowlist is refused after the first two entries (manifest and
-/// signature), without the rest being read.
+/// An upload is admitted as a transfer and its bytes reserved as they
+/// arrive; the bundle is checked as it streams in (`pipe_in`), so a
+/// publisher off the allowlist is refused after the first two entries
+/// (manifest and signature), without the rest being read.
 async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     require_content_type(&headers, &["application/octet-stream", "application/x-tar"])?;
     let cap = s.config.max_upload_bytes;
@@ -296,12 +296,10 @@ async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> A
             })
             .inc();
     };
-    let len = content_length(&headers, cap).inspect_err(|_| rejected(&s))?;
-    let mut admission = admit_transfer(&s, &peer)?;
-    admission.reserve(len)?;
+    content_length(&headers, cap).inspect_err(|_| rejected(&s))?;
+    let admission = admit_transfer(&s, &peer)?;
     let st = s.clone();
-    let result = pipe_in(body, move |reader| {
-        let _admission = admission;
+    let result = pipe_in(admission, body, move |reader| {
         // The publisher is accepted (or not) before any blob is read.
         let allowed = st.config.publishers.as_deref();
         let allow = |p: &[u8; 32]| match allowed {
