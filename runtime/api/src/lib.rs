@@ -8,7 +8,11 @@
 //! server can say which field was wrong ([`FieldError`]) instead of failing
 //! the whole body.
 //!
-//! **Invariant:** a format crate: serde and base64, no HTTP, no wasmtime.
+//! With the `openapi` feature every body also describes itself as an
+//! OpenAPI schema (`utoipa::ToSchema`), for the server's generated document.
+//!
+//! **Invariant:** a format crate: serde and base64 (and, optionally, the
+//! schema description), no HTTP, no wasmtime.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -58,6 +62,7 @@ fn bytes(field: &'static str, b64: &str) -> Result<Vec<u8>, FieldError> {
 
 /// `POST /v1/runs`: run a package on an input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunBody {
     /// The package id (64 hex digits); see [`RunBody::package_id`].
@@ -119,6 +124,7 @@ impl RunBody {
 /// A finished run: `POST /v1/runs` (waiting) and `GET /v1/runs/{id}` once
 /// done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunReport {
     /// The run id (for `GET /v1/runs/{id}`).
@@ -126,12 +132,15 @@ pub struct RunReport {
     /// Always `done`.
     pub state: RunState,
     /// The receipt's claim digest (for `GET /v1/receipts/{id}`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{64}$"))]
     pub claim_digest: Digest,
     /// How the run ended (also in the receipt).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub outcome: Outcome,
     /// The output, base64; see [`RunReport::output`].
     pub output: String,
     /// The sealed receipt.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub receipt: Receipt,
 }
 
@@ -149,6 +158,7 @@ impl RunReport {
 
 /// Where a submitted run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Admitted, waiting for a worker.
@@ -165,6 +175,7 @@ pub enum RunState {
 /// A run that is not done: `POST /v1/runs?wait=false` (202) and
 /// `GET /v1/runs/{id}` before it finishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunPending {
     /// The run id.
@@ -181,9 +192,11 @@ pub struct RunPending {
 
 /// `POST /v1/packages`: the package a bundle upload stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Uploaded {
     /// The package id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{64}$"))]
     pub id: Digest,
     /// The package name.
     pub name: String,
@@ -197,9 +210,11 @@ pub struct Uploaded {
 
 /// One package of `GET /v1/packages`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PackageSummary {
     /// The package id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{64}$"))]
     pub id: Digest,
     /// The package name.
     pub name: String,
@@ -211,6 +226,7 @@ pub struct PackageSummary {
 
 /// `GET /v1/packages`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PackageList {
     /// Every stored package.
@@ -219,9 +235,11 @@ pub struct PackageList {
 
 /// `POST /v1/verify`: replay a receipt on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     /// The receipt (its format version is checked by the server).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub receipt: Receipt,
     /// The run input, base64; see [`VerifyBody::input`].
     pub input: String,
@@ -252,6 +270,7 @@ impl VerifyBody {
 
 /// Every error response: `{"error": {"code": …, "message": …}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
@@ -259,6 +278,7 @@ pub struct ErrorBody {
 
 /// An error's stable code and its message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable, machine-readable, e.g. `package_not_found`.
     pub code: String,
@@ -268,6 +288,7 @@ pub struct ErrorDetail {
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// Always `ok`.
     pub status: String,

@@ -344,10 +344,15 @@ impl std::io::Read for PipeReader {
 }
 
 /// Streams `body` into blocking code `read`, which may stop early (say, on
-/// a refused publisher): the rest of the body is then never read. Each
-/// chunk is reserved from the buffer budget on `admission` before it is
-/// passed on (a stalled client holds only what it sent); the admission is
-/// released when `read` returns. Returns what `read` returns.
+/// a refused publisher): the answer then goes out at once. Each chunk is
+/// reserved from the buffer budget on `admission` before it is passed on
+/// (a stalled client holds only what it sent); the admission is released
+/// when `read` returns. Returns what `read` returns.
+///
+/// After an early answer the rest of the body is read and discarded (not
+/// kept, hashed or admitted; still under the body timeout and at most the
+/// declared length): HTTP clients that write a whole body before reading
+/// the answer would otherwise see a broken pipe instead of the refusal.
 pub(crate) async fn pipe_in<T: Send + 'static>(
     mut admission: Admission,
     body: Body,
@@ -361,11 +366,12 @@ pub(crate) async fn pipe_in<T: Send + 'static>(
         })
     });
     tokio::pin!(reader);
-    let pump = async {
-        let mut frames = body.into_data_stream();
-        while let Some(frame) = frames.next().await {
+    let mut frames = body.into_data_stream();
+    let (stream, held) = (&mut frames, &mut admission);
+    let pump = async move {
+        while let Some(frame) = stream.next().await {
             let frame = match frame {
-                Ok(chunk) => match admission.reserve(chunk.len() as u64) {
+                Ok(chunk) => match held.reserve(chunk.len() as u64) {
                     Ok(()) => Ok(chunk),
                     Err(e) => Err(std::io::Error::other(e.message)),
                 },
@@ -376,14 +382,14 @@ pub(crate) async fn pipe_in<T: Send + 'static>(
                 break;
             }
         }
-        drop(tx);
     };
-    // The reader may finish first (it refused what it read so far): the
-    // answer goes out then, without waiting for the rest of the body.
-    let done = tokio::select! {
-        done = &mut reader => done,
-        () = pump => reader.await,
+    let (done, early) = tokio::select! {
+        done = &mut reader => (done, true),
+        () = pump => (reader.await, false),
     };
     drop(admission);
+    if early {
+        tokio::spawn(async move { while let Some(Ok(_)) = frames.next().await {} });
+    }
     done.map_err(ApiError::internal)
 }

@@ -7,9 +7,10 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
+use tally_api::ErrorBody;
 use tally_api::{
     FieldError, PackageList, PackageSummary, RunBody, RunPending, RunReport, RunState, Uploaded,
     VerifyBody,
@@ -19,6 +20,8 @@ use tally_host::VerifyError;
 use tally_package::{Package, PackageError};
 use tally_receipt::{Receipt, Transcript, Verdict};
 use tally_sandbox::{RunRequest, SandboxError};
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::admission::{admit, admit_transfer, held, pipe_in, streamed, Admission};
 use crate::conn::Peer;
@@ -31,34 +34,25 @@ type AppS = State<Arc<AppState>>;
 pub(crate) fn router(state: Arc<AppState>, local: std::net::SocketAddr) -> Router {
     let limit = state.config.max_request_bytes;
     let body_timeout = state.config.body_timeout;
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async {
-                Json(tally_api::Health {
-                    status: "ok".into(),
-                })
-            }),
-        )
-        .route("/metrics", get(metrics))
+    let (routes, document) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+        .routes(routes!(upload, list_packages))
+        .routes(routes!(get_package))
+        .routes(routes!(get_bundle))
+        .routes(routes!(submit_run))
+        .routes(routes!(get_run))
+        .routes(routes!(get_receipt))
+        .routes(routes!(get_transcript))
+        .routes(routes!(get_tensors))
+        .routes(routes!(verify))
+        .split_for_parts();
+    let document = Arc::new(document);
+    routes
         .route(
             "/v1/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
+            get(move || async move { Json(document.as_ref().clone()) }),
         )
-        .route(
-            "/v1/packages",
-            post(upload)
-                .layer(DefaultBodyLimit::disable())
-                .get(list_packages),
-        )
-        .route("/v1/packages/{id}", get(get_package))
-        .route("/v1/packages/{id}/bundle", get(get_bundle))
-        .route("/v1/runs", post(submit_run))
-        .route("/v1/runs/{id}", get(get_run))
-        .route("/v1/receipts/{id}", get(get_receipt))
-        .route("/v1/receipts/{id}/transcript", get(get_transcript))
-        .route("/v1/receipts/{id}/tensors", get(get_tensors))
-        .route("/v1/verify", post(verify))
         .fallback(|| async {
             ApiError::not_found("no_such_route", "no such endpoint; see /v1/openapi.json")
         })
@@ -74,6 +68,15 @@ pub(crate) fn router(state: Arc<AppState>, local: std::net::SocketAddr) -> Route
             only_local_names(local, req, next)
         }))
         .with_state(state)
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "The service is up.", body = tally_api::Health)))]
+async fn health() -> Json<tally_api::Health> {
+    Json(tally_api::Health {
+        status: "ok".into(),
+    })
 }
 
 /// On a loopback address, answers only requests addressed to a loopback
@@ -159,6 +162,8 @@ async fn json_errors(r: Response) -> Response {
     resp
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus metrics, text exposition format.", body = String, content_type = "text/plain")))]
 async fn metrics(State(s): AppS) -> impl IntoResponse {
     (
         [(
@@ -285,6 +290,20 @@ fn bad_field(e: FieldError) -> ApiError {
 /// arrive; the bundle is checked as it streams in (`pipe_in`), so a
 /// publisher off the allowlist is refused after the first two entries
 /// (manifest and signature), without the rest being read.
+#[utoipa::path(post, path = "/v1/packages", tag = "packages",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A bundle (`.tally` file), with its Content-Length."),
+    responses(
+        (status = 201, description = "Stored.", body = Uploaded),
+        (status = 200, description = "Already stored (uploads are idempotent).", body = Uploaded),
+        (status = 400, description = "The body could not be read.", body = ErrorBody),
+        (status = 403, description = "The publisher is not on this host's allowlist.", body = ErrorBody),
+        (status = 411, description = "No Content-Length.", body = ErrorBody),
+        (status = 413, description = "Larger than the upload cap.", body = ErrorBody),
+        (status = 415, description = "Not sent as `application/octet-stream` or `application/x-tar`.", body = ErrorBody),
+        (status = 422, description = "Not a valid, signed bundle.", body = ErrorBody),
+        (status = 500, description = "A host fault.", body = ErrorBody),
+        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+    ))]
 async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     require_content_type(&headers, &["application/octet-stream", "application/x-tar"])?;
     let cap = s.config.max_upload_bytes;
@@ -354,6 +373,10 @@ async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> A
     Ok((status, Json(up)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/packages", tag = "packages",
+    responses((status = 200, description = "Every stored package.", body = PackageList),
+        (status = 500, description = "A host fault.", body = ErrorBody),
+    ))]
 async fn list_packages(State(s): AppS) -> ApiResult<Json<PackageList>> {
     let records = blocking(move || Ok(s.store.packages()?)).await?;
     let packages = records
@@ -391,6 +414,15 @@ async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Arc<Package>> 
     Ok(package)
 }
 
+#[utoipa::path(get, path = "/v1/packages/{id}", tag = "packages",
+    params(("id" = String, Path, description = "The package id: 64 hex digits.")),
+    responses(
+        (status = 200, description = "The package id, its manifest and its signature.", body = Object),
+        (status = 400, description = "Not a package id.", body = ErrorBody),
+        (status = 404, description = "No such package on this host.", body = ErrorBody),
+        (status = 500, description = "A host fault.", body = ErrorBody),
+        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+    ))]
 async fn get_package(
     State(s): AppS,
     peer: Peer,
@@ -407,6 +439,15 @@ async fn get_package(
 
 /// The bundle is written from the checked package as the client reads it,
 /// never whole in memory a second time.
+#[utoipa::path(get, path = "/v1/packages/{id}/bundle", tag = "packages",
+    params(("id" = String, Path, description = "The package id: 64 hex digits.")),
+    responses(
+        (status = 200, description = "The package as a bundle, streamed.", body = Vec<u8>, content_type = "application/x-tar"),
+        (status = 400, description = "Not a package id.", body = ErrorBody),
+        (status = 404, description = "No such package on this host.", body = ErrorBody),
+        (status = 500, description = "A host fault.", body = ErrorBody),
+        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+    ))]
 async fn get_bundle(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id("package", &id)?;
     let admission = admit_transfer(&s, &peer)?;
@@ -496,6 +537,24 @@ pub(crate) struct RunTable {
     order: std::collections::VecDeque<String>,
 }
 
+#[utoipa::path(post, path = "/v1/runs", tag = "runs",
+    params(("wait" = Option<bool>, Query, description = "Wait for the receipt (default `true`); `false` answers 202 at once with where to poll.")),
+    request_body(content = RunBody, description = "What to run, with its Content-Length."),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Sealed: the output and the receipt.", body = RunReport),
+        (status = 202, description = "Accepted (`wait=false`).", body = RunPending),
+        (status = 400, description = "A field or the body does not parse (`bad_id`, `bad_input`, `bad_seed`, `bad_json`, `unsupported_backend`).", body = ErrorBody),
+        (status = 401, description = "No bearer token.", body = ErrorBody),
+        (status = 403, description = "The bearer token is not accepted.", body = ErrorBody),
+        (status = 404, description = "No such package on this host.", body = ErrorBody),
+        (status = 411, description = "No Content-Length.", body = ErrorBody),
+        (status = 413, description = "Larger than the request cap.", body = ErrorBody),
+        (status = 415, description = "Not sent as `application/json`.", body = ErrorBody),
+        (status = 422, description = "The host's policy refuses the run.", body = ErrorBody),
+        (status = 500, description = "A host fault.", body = ErrorBody),
+        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+    ))]
 async fn submit_run(
     State(s): AppS,
     peer: Peer,
@@ -604,6 +663,14 @@ fn execute_run(
     })
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "The run id `POST /v1/runs` answered.")),
+    responses(
+        (status = 200, description = "The run: a `RunReport` once done, else a `RunPending`.", body = RunReport),
+        (status = 404, description = "No such run (or forgotten: the host remembers the last 1024).", body = ErrorBody),
+        (status = 500, description = "A host fault.", body = ErrorBody),
+        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+    ))]
 async fn get_run(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let status = s.runs.lock().unwrap().map.get(&id).cloned();
     let pending = |state, error| {
@@ -672,12 +739,29 @@ async fn load_receipt(s: &Arc<AppState>, id: &str) -> ApiResult<Receipt> {
     .await
 }
 
+#[utoipa::path(get, path = "/v1/receipts/{id}", tag = "receipts",
+    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.")),
+    responses(
+        (status = 200, description = "The sealed receipt.", body = Object),
+        (status = 400, description = "Not a claim digest.", body = ErrorBody),
+        (status = 404, description = "No such receipt on this host.", body = ErrorBody),
+        (status = 500, description = "A host fault.", body = ErrorBody),
+    ))]
 async fn get_receipt(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<Receipt>> {
     Ok(Json(load_receipt(&s, &id).await?))
 }
 
 /// The stored transcript file, streamed as it is (not parsed and
 /// re-serialised): a run may make millions of host calls.
+#[utoipa::path(get, path = "/v1/receipts/{id}/transcript", tag = "receipts",
+    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.")),
+    responses(
+        (status = 200, description = "The transcript, one host call per JSON line, streamed as stored.", body = String, content_type = "application/x-ndjson"),
+        (status = 400, description = "Not a claim digest.", body = ErrorBody),
+        (status = 404, description = "No such receipt on this host.", body = ErrorBody),
+        (status = 500, description = "A host fault.", body = ErrorBody),
+        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+    ))]
 async fn get_transcript(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let receipt = load_receipt(&s, &id).await?;
     let admission = admit_transfer(&s, &peer)?;
@@ -695,6 +779,15 @@ async fn get_transcript(State(s): AppS, peer: Peer, Path(id): Path<String>) -> A
 /// The recorded inference outputs of a receipt (`RECEIPT.tensors` format),
 /// for verifiers replaying on another backend: streamed compute by
 /// compute as the transcript is read line by line.
+#[utoipa::path(get, path = "/v1/receipts/{id}/tensors", tag = "receipts",
+    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.")),
+    responses(
+        (status = 200, description = "The recorded inference outputs: per successful compute, its length (u64, little-endian) then its bytes, each bound by the transcript.", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 400, description = "Not a claim digest.", body = ErrorBody),
+        (status = 404, description = "No such receipt on this host.", body = ErrorBody),
+        (status = 500, description = "A host fault.", body = ErrorBody),
+        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+    ))]
 async fn get_tensors(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let receipt = load_receipt(&s, &id).await?;
     let admission = admit_transfer(&s, &peer)?;
@@ -807,6 +900,22 @@ fn verify_error(e: VerifyError) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
 }
 
+#[utoipa::path(post, path = "/v1/verify", tag = "receipts",
+    request_body(content = VerifyBody, description = "The receipt, the input, and perhaps the transcript, with the Content-Length."),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The verdict: `verified`, and where a replay diverged.", body = Object),
+        (status = 400, description = "A field or the body does not parse.", body = ErrorBody),
+        (status = 401, description = "No bearer token.", body = ErrorBody),
+        (status = 403, description = "The bearer token is not accepted.", body = ErrorBody),
+        (status = 404, description = "The receipt's package is not on this host.", body = ErrorBody),
+        (status = 411, description = "No Content-Length.", body = ErrorBody),
+        (status = 413, description = "Larger than the request cap.", body = ErrorBody),
+        (status = 415, description = "Not sent as `application/json`.", body = ErrorBody),
+        (status = 422, description = "Not replayable: a bad seal, another input, a refused policy (`bad_seal`, `input_mismatch`, `not_replayable`, `replay_refused`, `not_verifiable`).", body = ErrorBody),
+        (status = 500, description = "A host fault.", body = ErrorBody),
+        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+    ))]
 async fn verify(
     State(s): AppS,
     peer: Peer,

@@ -212,7 +212,43 @@ async fn upload_list_fetch_run_receipt_verify_metrics() {
     assert_eq!((status, health.contains("ok")), (200, true));
     let (_, openapi) = s.get("/v1/openapi.json").await;
     let doc: Value = serde_json::from_str(&openapi).unwrap();
-    assert!(doc["paths"]["/v1/verify"]["post"].is_object());
+    // Generated from the handlers: every route, every body field.
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/healthz",
+            "/metrics",
+            "/v1/packages",
+            "/v1/packages/{id}",
+            "/v1/packages/{id}/bundle",
+            "/v1/receipts/{id}",
+            "/v1/receipts/{id}/tensors",
+            "/v1/receipts/{id}/transcript",
+            "/v1/runs",
+            "/v1/runs/{id}",
+            "/v1/verify",
+        ]
+    );
+    let schemas = &doc["components"]["schemas"];
+    for field in ["package_id", "input", "fuel", "seed", "backend"] {
+        assert!(
+            schemas["RunBody"]["properties"][field].is_object(),
+            "RunBody.{field}"
+        );
+    }
+    assert!(schemas["VerifyBody"]["properties"]["backend"].is_object());
+    assert_eq!(
+        doc["paths"]["/v1/verify"]["post"]["security"][0]["bearer"],
+        json!([])
+    );
+    assert!(doc["paths"]["/v1/runs"]["post"]["responses"]["503"].is_object());
     s.stop().await;
 }
 
@@ -629,6 +665,7 @@ async fn a_refused_publisher_is_answered_before_its_blobs_arrive() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(answer.contains("publisher_not_allowed"), "{answer}");
+    drop(tcp);
     s.stop().await;
 }
 
