@@ -15,6 +15,8 @@ if ! command -v espeak-ng >/dev/null || [ ! -f /usr/share/fonts/truetype/dejavu/
 fi
 ./scripts/fetch-assets.sh
 cargo test --locked --workspace
+# The HTTP API against its own generated OpenAPI document (schemathesis).
+./scripts/api-fuzz.sh 30
 # The guests' own unit tests (their libraries, compiled natively).
 (cd guests && env -u CARGO_TARGET_DIR cargo test --locked -q --lib -p tally-ocr -p tally-vad -p tally-guest)
 # Guests are reproducible: built in two checkouts at different paths, every

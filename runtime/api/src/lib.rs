@@ -66,8 +66,10 @@ fn bytes(field: &'static str, b64: &str) -> Result<Vec<u8>, FieldError> {
 #[serde(deny_unknown_fields)]
 pub struct RunBody {
     /// The package id (64 hex digits); see [`RunBody::package_id`].
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub package_id: String,
     /// The input, base64; see [`RunBody::input`].
+    #[cfg_attr(feature = "openapi", schema(format = Byte))]
     pub input: String,
     /// Fuel for the run (default: the manifest's, capped by host policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +77,7 @@ pub struct RunBody {
     /// The seed, 64 hex digits (default: derived from the package id and
     /// the input digest); see [`RunBody::seed`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub seed: Option<String>,
     /// Inference backend: must be the one the host serves, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +245,7 @@ pub struct VerifyBody {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub receipt: Receipt,
     /// The run input, base64; see [`VerifyBody::input`].
+    #[cfg_attr(feature = "openapi", schema(format = Byte))]
     pub input: String,
     /// The receipt's transcript (JSON lines), if the host does not hold it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -415,7 +415,7 @@ async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Arc<Package>> 
 }
 
 #[utoipa::path(get, path = "/v1/packages/{id}", tag = "packages",
-    params(("id" = String, Path, description = "The package id: 64 hex digits.")),
+    params(("id" = String, Path, description = "The package id: 64 hex digits.", pattern = "^[0-9a-f]{64}$")),
     responses(
         (status = 200, description = "The package id, its manifest and its signature.", body = Object),
         (status = 400, description = "Not a package id.", body = ErrorBody),
@@ -440,7 +440,7 @@ async fn get_package(
 /// The bundle is written from the checked package as the client reads it,
 /// never whole in memory a second time.
 #[utoipa::path(get, path = "/v1/packages/{id}/bundle", tag = "packages",
-    params(("id" = String, Path, description = "The package id: 64 hex digits.")),
+    params(("id" = String, Path, description = "The package id: 64 hex digits.", pattern = "^[0-9a-f]{64}$")),
     responses(
         (status = 200, description = "The package as a bundle, streamed.", body = Vec<u8>, content_type = "application/x-tar"),
         (status = 400, description = "Not a package id.", body = ErrorBody),
@@ -740,7 +740,7 @@ async fn load_receipt(s: &Arc<AppState>, id: &str) -> ApiResult<Receipt> {
 }
 
 #[utoipa::path(get, path = "/v1/receipts/{id}", tag = "receipts",
-    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.")),
+    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.", pattern = "^[0-9a-f]{64}$")),
     responses(
         (status = 200, description = "The sealed receipt.", body = Object),
         (status = 400, description = "Not a claim digest.", body = ErrorBody),
@@ -754,7 +754,7 @@ async fn get_receipt(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<R
 /// The stored transcript file, streamed as it is (not parsed and
 /// re-serialised): a run may make millions of host calls.
 #[utoipa::path(get, path = "/v1/receipts/{id}/transcript", tag = "receipts",
-    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.")),
+    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.", pattern = "^[0-9a-f]{64}$")),
     responses(
         (status = 200, description = "The transcript, one host call per JSON line, streamed as stored.", body = String, content_type = "application/x-ndjson"),
         (status = 400, description = "Not a claim digest.", body = ErrorBody),
@@ -780,7 +780,7 @@ async fn get_transcript(State(s): AppS, peer: Peer, Path(id): Path<String>) -> A
 /// for verifiers replaying on another backend: streamed compute by
 /// compute as the transcript is read line by line.
 #[utoipa::path(get, path = "/v1/receipts/{id}/tensors", tag = "receipts",
-    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.")),
+    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.", pattern = "^[0-9a-f]{64}$")),
     responses(
         (status = 200, description = "The recorded inference outputs: per successful compute, its length (u64, little-endian) then its bytes, each bound by the transcript.", body = Vec<u8>, content_type = "application/octet-stream"),
         (status = 400, description = "Not a claim digest.", body = ErrorBody),
