@@ -64,6 +64,7 @@ pub(crate) fn router(state: Arc<AppState>, local: std::net::SocketAddr) -> Route
             body_timeout,
         ))
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(bounded_heads))
         .layer(axum::middleware::from_fn(move |req, next| {
             only_local_names(local, req, next)
         }))
@@ -77,6 +78,43 @@ async fn health() -> Json<tally_api::Health> {
     Json(tally_api::Health {
         status: "ok".into(),
     })
+}
+
+/// The longest request target (path and query) the API answers; longer
+/// ones get a JSON 414. No route needs a tenth of it.
+pub(crate) const MAX_URI_BYTES: usize = 8 << 10;
+
+/// The most header bytes (names and values) a request may carry; more get
+/// a JSON 431. Heads beyond [`crate::conn::MAX_HEADER_BYTES`] never reach
+/// here: hyper refuses them with a bare 431 and closes.
+pub(crate) const MAX_HEADERS_BYTES: usize = 16 << 10;
+
+/// Refuses over-long request targets and headers with JSON errors, before
+/// any handler runs.
+async fn bounded_heads(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {uri} bytes; at most {MAX_URI_BYTES} are accepted"),
+        )
+        .into_response();
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if headers > MAX_HEADERS_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request's headers are {headers} bytes; at most {MAX_HEADERS_BYTES} are accepted"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// On a loopback address, answers only requests addressed to a loopback

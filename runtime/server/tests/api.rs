@@ -552,7 +552,49 @@ async fn every_error_is_json() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(code(&r.json().await.unwrap()), "bad_request");
+    // Over-long targets and headers: JSON too, before any handler.
+    let r = s
+        .http
+        .get(format!("{}/v1/packages/{}", s.url, "a".repeat(10 << 10)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 414);
+    assert_eq!(code(&r.json().await.unwrap()), "uri_too_long");
+    let r = s
+        .http
+        .get(format!("{}/healthz", s.url))
+        .header("x-padding", "p".repeat(20 << 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 431);
+    assert_eq!(code(&r.json().await.unwrap()), "headers_too_large");
+    // A body without a Content-Length (chunked) is refused unread: memory
+    // is reserved from the declared length.
+    let answer = raw(
+        &s,
+        "POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+    assert!(answer.contains("length_required"), "{answer}");
     s.stop().await;
+}
+
+/// Sends `request` as it is and reads the answer until the server closes.
+async fn raw(s: &Server, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Uploads and large downloads count against their own pool
