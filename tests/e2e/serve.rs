@@ -599,3 +599,68 @@ fn a_verifier_on_another_backend_fetches_the_recorded_outputs_from_the_host() {
     );
     s.stop();
 }
+
+/// A host that answers every request with `answer` (a raw HTTP response),
+/// for `n` connections.
+fn lying_host(answer: &'static str, n: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(n) {
+            let mut conn = conn.unwrap();
+            let mut head = [0u8; 65536];
+            let _ = conn.read(&mut head);
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+/// The `--host` client does not trust the host: an answer announced
+/// larger than the client reads is refused before it is read, and an
+/// error without a JSON body is reported as such (not as a parse error).
+#[test]
+fn the_host_client_caps_what_a_host_sends() {
+    let d = Dir::new();
+    d.write("in", b"x");
+    let id = "0".repeat(64);
+    let args = [
+        "run",
+        id.as_str(),
+        "--input",
+        "in",
+        "--output",
+        "o",
+        "--receipt",
+        "r.json",
+        "--host",
+    ];
+    let huge = lying_host(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 3221225472\r\n\r\n{",
+        1,
+    );
+    let mut a = args.to_vec();
+    a.push(&huge);
+    let r = d.tally(&a);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the host announced 3221225472 bytes"),
+        "{}",
+        r.stderr
+    );
+    let bare = lying_host(
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops",
+        1,
+    );
+    let mut a = args.to_vec();
+    a.push(&bare);
+    let r = d.tally(&a);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("run: the host answered 500 Internal Server Error, without an error body"),
+        "{}",
+        r.stderr
+    );
+}

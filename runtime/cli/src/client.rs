@@ -1,6 +1,13 @@
 //! The CLI as a client of `tally serve` (`--host URL`).
+//!
+//! A host is not trusted: everything it sends is checked (bundles against
+//! their ids and signatures, transcripts against receipts' roots, recorded
+//! outputs against transcripts), every answer is read with a size cap
+//! before it is parsed, and every request has a deadline.
 
+use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use reqwest::blocking::{Client, Response};
@@ -8,6 +15,45 @@ use tally_api::{ErrorBody, RunBody, RunReport, Uploaded};
 use tally_digest::Digest;
 use tally_package::{Package, DEFAULT_MAX_BUNDLE_BYTES};
 use tally_receipt::{Receipt, Transcript};
+
+/// How long connecting to a host may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one request may take, its answer included: longer than the
+/// longest run a host policy allows (10 minutes of wall time).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// The largest error body read.
+const MAX_ERROR_BYTES: u64 = 64 << 10;
+
+/// The largest run report read: an output at its largest limit (256 MiB),
+/// in base64, and the receipt.
+const MAX_REPORT_BYTES: u64 = 512 << 20;
+
+/// The largest transcript read: ten million host calls (the host policy's
+/// most) of about 200 bytes each.
+const MAX_TRANSCRIPT_BYTES: u64 = 2 << 30;
+
+/// Reads at most `cap` bytes of `r`'s body, refusing a longer one before
+/// it is all in memory.
+fn read_capped(what: &str, r: Response, cap: u64) -> anyhow::Result<Vec<u8>> {
+    if r.content_length().is_some_and(|n| n > cap) {
+        return Err(anyhow!(
+            "{what}: the host announced {} bytes, more than the {cap} this client reads",
+            r.content_length().unwrap_or_default()
+        ));
+    }
+    let mut bytes = Vec::new();
+    r.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{what}: reading the host's answer"))?;
+    if bytes.len() as u64 > cap {
+        return Err(anyhow!(
+            "{what}: the host's answer is longer than the {cap} bytes this client reads"
+        ));
+    }
+    Ok(bytes)
+}
 
 /// A connection to a host.
 pub struct Host {
@@ -22,7 +68,8 @@ impl Host {
         Host {
             url: url.trim_end_matches('/').to_string(),
             http: Client::builder()
-                .timeout(None)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
                 .build()
                 .expect("an HTTP client"),
             token: std::env::var("TALLY_TOKEN").ok(),
@@ -35,7 +82,8 @@ impl Host {
             return Ok(r);
         }
         let status = r.status();
-        Err(match r.json::<ErrorBody>() {
+        let body = read_capped(what, r, MAX_ERROR_BYTES).unwrap_or_default();
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(ErrorBody { error }) => anyhow!(
                 "{what}: the host answered {status}: {} ({})",
                 error.message,
@@ -55,7 +103,8 @@ impl Host {
                 .body(bundle.to_vec())
                 .send(),
         )?;
-        let up: Uploaded = r.json().context("the host's answer to the upload")?;
+        let up: Uploaded = serde_json::from_slice(&read_capped("upload", r, MAX_ERROR_BYTES)?)
+            .context("the host's answer to the upload")?;
         Ok(up.id)
     }
 
@@ -73,10 +122,8 @@ impl Host {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let report: RunReport = self
-            .check("run", req.send())?
-            .json()
-            .context("the host's run report")?;
+        let report = read_capped("run", self.check("run", req.send())?, MAX_REPORT_BYTES)?;
+        let report: RunReport = serde_json::from_slice(&report).context("the host's run report")?;
         report.receipt.check_format()?;
         let output = report.output()?;
         let transcript = self.transcript(&report.receipt)?;
@@ -89,9 +136,9 @@ impl Host {
             "{}/v1/receipts/{}/transcript",
             self.url, receipt.seal.claim_digest
         );
-        let text = self
-            .check("transcript", self.http.get(url).send())?
-            .text()?;
+        let r = self.check("transcript", self.http.get(url).send())?;
+        let text = String::from_utf8(read_capped("transcript", r, MAX_TRANSCRIPT_BYTES)?)
+            .context("the host's transcript is not UTF-8")?;
         Ok(Transcript::from_jsonl(
             &text,
             &receipt.claim.transcript_root,
@@ -109,22 +156,23 @@ impl Host {
             "{}/v1/receipts/{}/tensors",
             self.url, receipt.seal.claim_digest
         );
-        let bytes = self.check("tensors", self.http.get(url).send())?.bytes()?;
+        let r = self.check("tensors", self.http.get(url).send())?;
+        let bytes = read_capped("tensors", r, tally_host::MAX_RECORDED_FILE_BYTES)?;
         tally_receipt::decode_recorded(&bytes, transcript)
             .context("the host's recorded inference outputs")
     }
 
     /// Package `id`'s bundle, checked (digests and publisher signature).
     pub fn package(&self, id: &Digest) -> anyhow::Result<Package> {
-        let bytes = self
-            .check(
-                "package",
-                self.http
-                    .get(format!("{}/v1/packages/{id}/bundle", self.url))
-                    .send(),
-            )?
-            .bytes()?;
-        let package = Package::from_bundle(bytes.as_ref(), DEFAULT_MAX_BUNDLE_BYTES)?;
+        let r = self.check(
+            "package",
+            self.http
+                .get(format!("{}/v1/packages/{id}/bundle", self.url))
+                .send(),
+        )?;
+        // Read as it arrives: the bundle reader caps entries at the
+        // default bundle size (and raw bytes at twice that).
+        let package = Package::from_bundle(r, DEFAULT_MAX_BUNDLE_BYTES)?;
         if package.id() != *id {
             return Err(anyhow!(
                 "the host sent package {} when asked for {id}",
