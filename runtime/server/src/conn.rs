@@ -16,7 +16,8 @@
 //!   admission uses for per-client job limits.
 //!
 //! On shutdown the loop stops accepting, asks every connection to finish
-//! its request and close, and returns when all have.
+//! its request and close, and returns when all have, or after
+//! `body_timeout + header_timeout` at most.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,8 +102,20 @@ pub(crate) async fn accept_loop(
         });
     }
     drop(stop_tx);
-    // Every connection holds a slot until it closes.
-    let _all = slots.acquire_many(max as u32).await;
+    // Every connection holds a slot until it closes. A client reading a
+    // response a byte at a time would hold its connection for ever, so the
+    // wait is bounded: what is still open after it is dropped with the
+    // runtime (jobs are waited for separately, by `serve`).
+    let grace = state.config.body_timeout + state.config.header_timeout;
+    if tokio::time::timeout(grace, slots.acquire_many(max as u32))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} connections still open {grace:?} after shutdown began; dropping them",
+            max - slots.available_permits()
+        );
+    }
 }
 
 /// The peer address of a request, as the accept loop recorded it.

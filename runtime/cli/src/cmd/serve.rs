@@ -154,10 +154,16 @@ pub fn serve(a: ServeArgs, store_flag: Option<&Path>) -> Result<(), Failure> {
     {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        config.publishers = Some(
-            tally_server::parse_publishers(&text)
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?,
-        );
+        let keys = tally_server::parse_publishers(&text)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        if keys.is_empty() {
+            // A read-only host is a choice, but say so.
+            eprintln!(
+                "warning: {} names no publisher key: every upload will be refused",
+                path.display()
+            );
+        }
+        config.publishers = Some(keys);
     }
     if let Some(path) = a
         .token_file
