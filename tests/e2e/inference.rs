@@ -94,6 +94,20 @@ fn a_receipt_from_one_backend_verifies_on_the_others() {
         "{}",
         r.stderr
     );
+    // Likewise a transcript larger than any run writes: unread, so the
+    // replay cannot be confirmed (nor its divergence localised).
+    std::fs::File::options()
+        .write(true)
+        .open(d.path("r.json.transcript"))
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let r = on_portable().expect(1);
+    assert!(
+        r.stdout.contains("larger than any run's transcript"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]

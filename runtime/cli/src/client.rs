@@ -30,10 +30,6 @@ const MAX_ERROR_BYTES: u64 = 64 << 10;
 /// in base64, and the receipt.
 const MAX_REPORT_BYTES: u64 = 512 << 20;
 
-/// The largest transcript read: ten million host calls (the host policy's
-/// most) of about 200 bytes each.
-const MAX_TRANSCRIPT_BYTES: u64 = 2 << 30;
-
 /// Reads at most `cap` bytes of `r`'s body, refusing a longer one before
 /// it is all in memory.
 fn read_capped(what: &str, r: Response, cap: u64) -> anyhow::Result<Vec<u8>> {
@@ -137,8 +133,12 @@ impl Host {
             self.url, receipt.seal.claim_digest
         );
         let r = self.check("transcript", self.http.get(url).send())?;
-        let text = String::from_utf8(read_capped("transcript", r, MAX_TRANSCRIPT_BYTES)?)
-            .context("the host's transcript is not UTF-8")?;
+        let text = String::from_utf8(read_capped(
+            "transcript",
+            r,
+            tally_host::MAX_TRANSCRIPT_FILE_BYTES,
+        )?)
+        .context("the host's transcript is not UTF-8")?;
         Ok(Transcript::from_jsonl(
             &text,
             &receipt.claim.transcript_root,

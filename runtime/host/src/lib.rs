@@ -153,6 +153,11 @@ impl Host {
 /// before a byte of it is read.
 pub const MAX_RECORDED_FILE_BYTES: u64 = 2 * tally_sandbox::profile::NN_MAX_RECORDED_BYTES as u64;
 
+/// The largest transcript file a source reads: ten million host calls (the
+/// most a host policy allows) of about 200 bytes each. A larger one is
+/// refused before a byte of it is read.
+pub const MAX_TRANSCRIPT_FILE_BYTES: u64 = 2 << 30;
+
 /// Why a source could not provide something.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -152,8 +152,16 @@ impl Sources for FileSources<'_> {
     }
     fn transcript(&self, receipt: &Receipt) -> std::result::Result<Transcript, SourceError> {
         let path = &self.transcript;
-        if !path.exists() {
+        let Ok(meta) = std::fs::metadata(path) else {
             return Err(SourceError::NotFound(path.display().to_string()));
+        };
+        if meta.len() > tally_host::MAX_TRANSCRIPT_FILE_BYTES {
+            return Err(invalid(format!(
+                "{} is {} bytes, larger than any run's transcript ({} at most)",
+                path.display(),
+                meta.len(),
+                tally_host::MAX_TRANSCRIPT_FILE_BYTES
+            )));
         }
         let text = std::fs::read_to_string(path)
             .map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
