@@ -159,6 +159,10 @@ pub(crate) fn write(package: &Package, writer: impl Write) -> std::io::Result<()
     b.into_inner()?.flush()
 }
 
+/// The largest manifest or signature entry a bundle may hold: far more
+/// than a manifest of `MAX_ENTRIES` files needs.
+pub const MAX_HEAD_ENTRY_BYTES: u64 = 4 << 20;
+
 /// Reads a bundle strictly (see the crate docs).
 pub(crate) fn read(
     reader: impl Read,
@@ -175,6 +179,8 @@ pub(crate) fn read(
     let mut text: Option<(String, Manifest)> = None;
     let mut sig: Option<PackageSignature> = None;
     let mut blobs = BTreeMap::new();
+    // The digests the manifest names, gathered once (at the first blob).
+    let mut names: Option<std::collections::BTreeSet<Digest>> = None;
     let mut total = 0u64;
     let entries = archive
         .entries()
@@ -195,6 +201,41 @@ pub(crate) fn read(
         total = total.saturating_add(size);
         if total > max_bytes {
             return Err(PackageError::TooLarge { cap: max_bytes });
+        }
+        // Checked from the header, before the entry is read: the manifest
+        // and signature are small, and a blob must be one the signed
+        // manifest names (so replaying a real manifest and signature does
+        // not make a host read junk).
+        match index {
+            0 | 1 if size > MAX_HEAD_ENTRY_BYTES => {
+                return Err(corrupt(format!(
+                    "entry {index} `{name}` is {size} bytes; a manifest or signature is at most {MAX_HEAD_ENTRY_BYTES}"
+                )));
+            }
+            i if i >= 2 => {
+                let (_, manifest) = text.as_ref().expect("entry 0 is the manifest");
+                let digest: Digest = name
+                    .strip_prefix(BLOB_DIR)
+                    .ok_or_else(|| {
+                        corrupt(format!("entry {i} is `{name}`, expected `{BLOB_DIR}<digest>` (absolute paths, `..` and other names are rejected)"))
+                    })?
+                    .parse()
+                    .map_err(|e| {
+                        corrupt(format!("entry `{name}`: a blob is named by its digest: {e}"))
+                    })?;
+                let named = names.get_or_insert_with(|| {
+                    manifest
+                        .all_files()
+                        .map(|f| f.digest)
+                        .collect::<std::collections::BTreeSet<_>>()
+                });
+                if !named.contains(&digest) {
+                    return Err(corrupt(format!(
+                        "entry {i} `{name}` is a blob the manifest does not name"
+                    )));
+                }
+            }
+            _ => {}
         }
         let mut bytes = Vec::with_capacity(size.min(1 << 26) as usize);
         entry

@@ -33,7 +33,7 @@ mod bundle;
 
 use std::collections::BTreeMap;
 
-pub use bundle::{pack, PackProgress};
+pub use bundle::{pack, PackProgress, MAX_HEAD_ENTRY_BYTES};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use tally_digest::{Canon, Digest};

@@ -316,3 +316,15 @@ fn a_written_digest_is_checked_through_its_source() {
     let e = pack(&manifest, &[build.path()], &f.key, &mut |_, _, _| {}).unwrap_err();
     assert!(matches!(e, PackageError::DigestMismatch { .. }), "{e}");
 }
+
+#[test]
+fn an_oversized_manifest_entry_is_refused_from_its_header() {
+    // The header declares 5 MiB; nothing after it is needed (or sent).
+    let header = super::bundle_header_for_tests("tally.toml", 5 << 20);
+    let e =
+        Package::from_bundle(header.as_bytes().as_slice(), DEFAULT_MAX_BUNDLE_BYTES).unwrap_err();
+    assert!(
+        e.to_string().contains("a manifest or signature is at most"),
+        "{e}"
+    );
+}

@@ -1,15 +1,20 @@
 //! Admission: every job that costs CPU or holds memory is counted before it
 //! starts, against its pool (runs and verifications: `workers + queue`;
 //! uploads and large downloads: `max_transfers`) and against its client's
-//! share (`max_client_jobs`), and shed with 503 beyond either. What it will hold in memory is
-//! reserved from the host's buffer budget (`max_buffered_bytes`) before it
-//! is read or built, and shed with 503 when the budget is spent.
+//! share of that pool, and shed with 503 beyond either. What it will hold
+//! in memory is reserved from the host's buffer budget
+//! (`max_buffered_bytes`) before it is read or built, and shed with 503
+//! when the budget is spent.
 //!
 //! The count, the reservation and the worker permit belong to the job, not
-//! to the connection: they are moved into the blocking task that does the
-//! work ([`Job`]) or into the response body that holds the bytes
-//! ([`held`], [`streamed`]), so a client that goes away frees nothing the
-//! work still uses.
+//! to the connection: an [`Admission`] is shared (cloned) into every
+//! blocking task that does the job's work ([`Job`], [`blocking_held`]) and
+//! into the response body that streams its answer ([`held`], [`streamed`]),
+//! and is released when the last of them ends. A client that goes away
+//! (its handler dropped mid-await) frees nothing the work still uses.
+//!
+//! A client is an IPv4 address, or an IPv6 /64 (one host's usual
+//! allocation).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -26,7 +31,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::conn::Peer;
 use crate::{ApiError, AppState};
 
-/// What each client address has open: connections and admitted jobs.
+/// What each client has open: connections, and admitted jobs per pool.
 #[derive(Default)]
 pub(crate) struct Clients(Mutex<HashMap<IpAddr, Counts>>);
 
@@ -34,6 +39,21 @@ pub(crate) struct Clients(Mutex<HashMap<IpAddr, Counts>>);
 struct Counts {
     connections: usize,
     jobs: usize,
+    transfers: usize,
+}
+
+/// The key per-client limits count under: an IPv4 address (IPv4-mapped
+/// IPv6 included), or an IPv6 address's /64.
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
 }
 
 impl Clients {
@@ -41,7 +61,7 @@ impl Clients {
         let mut map = self.0.lock().unwrap();
         let counts = map.entry(ip).or_default();
         let ok = f(counts);
-        if counts.connections == 0 && counts.jobs == 0 {
+        if counts.connections == 0 && counts.jobs == 0 && counts.transfers == 0 {
             map.remove(&ip);
         }
         ok
@@ -51,12 +71,13 @@ impl Clients {
     /// has `max_client_connections` open.
     pub(crate) fn connect(&self, s: &Arc<AppState>, ip: IpAddr) -> Option<ClientConnection> {
         let cap = s.config.max_client_connections.max(1);
-        self.update(ip, |c| {
+        let key = client_key(ip);
+        self.update(key, |c| {
             let ok = c.connections < cap;
             c.connections += ok as usize;
             ok
         })
-        .then(|| ClientConnection(s.clone(), ip))
+        .then(|| ClientConnection(s.clone(), key))
     }
 }
 
@@ -95,6 +116,13 @@ impl Pool {
             Pool::Transfers => &s.transfers,
         }
     }
+
+    fn count(self, c: &mut Counts) -> &mut usize {
+        match self {
+            Pool::Jobs => &mut c.jobs,
+            Pool::Transfers => &mut c.transfers,
+        }
+    }
 }
 
 /// Counts a run or verification in, or sheds it when workers and queue
@@ -110,12 +138,17 @@ pub(crate) fn admit_transfer(s: &Arc<AppState>, peer: &Peer) -> Result<Admission
 }
 
 fn admit_to(s: &Arc<AppState>, peer: &Peer, pool: Pool) -> Result<Admission, ApiError> {
-    let (cap, what) = match pool {
+    let (cap, share, what) = match pool {
         Pool::Jobs => (
             s.config.workers.max(1) + s.config.queue,
+            s.config.client_jobs(),
             "runs and verifications",
         ),
-        Pool::Transfers => (s.config.max_transfers.max(1), "uploads and large downloads"),
+        Pool::Transfers => (
+            s.config.max_transfers.max(1),
+            s.config.client_transfers(),
+            "uploads and large downloads",
+        ),
     };
     let counter = pool.counter(s);
     let before = counter.fetch_add(1, Ordering::SeqCst);
@@ -127,38 +160,42 @@ fn admit_to(s: &Arc<AppState>, peer: &Peer, pool: Pool) -> Result<Admission, Api
             format!("{cap} {what} are queued or running; retry later"),
         ));
     }
-    let ip = peer.0.ip();
-    let share = s.config.client_jobs();
+    let ip = client_key(peer.0.ip());
     if !s.clients.update(ip, |c| {
-        let ok = c.jobs < share;
-        c.jobs += ok as usize;
+        let n = pool.count(c);
+        let ok = *n < share;
+        *n += ok as usize;
         ok
     }) {
         counter.fetch_sub(1, Ordering::SeqCst);
         s.metrics.shed.inc();
         return Err(busy(
             "client_busy",
-            format!("this client already has {share} requests (runs, verifications, uploads, large downloads) in progress; wait for one to finish"),
+            format!("this client already has {share} {what} in progress; wait for one to finish"),
         ));
     }
     if let Pool::Jobs = pool {
         s.metrics.queue_depth.set(before as i64 + 1);
     }
-    Ok(Admission {
+    Ok(Admission(Arc::new(Admitted {
         state: s.clone(),
         pool,
         ip,
-        memory: None,
-    })
+        memory: Mutex::new(None),
+    })))
 }
 
-/// A job counted in its pool and against its client, with
-/// the buffer bytes it reserved.
-pub(crate) struct Admission {
+/// A job counted in its pool and against its client, with the buffer
+/// bytes it reserved; shared by everything doing the job's work, released
+/// when the last clone drops.
+#[derive(Clone)]
+pub(crate) struct Admission(Arc<Admitted>);
+
+pub(crate) struct Admitted {
     state: Arc<AppState>,
     pool: Pool,
     ip: IpAddr,
-    memory: Option<OwnedSemaphorePermit>,
+    memory: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 /// An admitted job holding its worker: moved into the blocking task that
@@ -171,25 +208,32 @@ pub(crate) struct Job {
 
 impl Admission {
     /// Reserves `bytes` more of the host's buffer budget for this job, or
-    /// sheds it (503) when the budget cannot cover them now.
-    pub(crate) fn reserve(&mut self, bytes: u64) -> Result<(), ApiError> {
-        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
-        let budget = self.state.config.max_buffered_bytes;
-        let permit = self
-            .state
+    /// sheds it (503) when the budget cannot cover them now. More than the
+    /// whole budget is a host misconfiguration (500), not worth a retry.
+    pub(crate) fn reserve(&self, bytes: u64) -> Result<(), ApiError> {
+        let s = &self.0.state;
+        let kib = bytes.div_ceil(1024);
+        let budget = s.config.max_buffered_bytes;
+        if kib > budget / 1024 {
+            return Err(ApiError::internal(format!(
+                "{bytes} bytes would have to be held in memory, more than the host's whole buffer budget ({budget} bytes); raise --max-buffered-mib"
+            )));
+        }
+        let permit = s
             .memory
             .clone()
-            .try_acquire_many_owned(kib)
+            .try_acquire_many_owned(kib as u32)
             .map_err(|_| {
-                self.state.metrics.shed.inc();
+                s.metrics.shed.inc();
                 busy(
                     "memory_busy",
                     format!("the host's buffers ({budget} bytes for requests and responses held in memory) cannot take {bytes} more bytes now; retry later"),
                 )
             })?;
-        match &mut self.memory {
+        let mut held = self.0.memory.lock().unwrap();
+        match held.as_mut() {
             Some(held) => held.merge(permit),
-            None => self.memory = Some(permit),
+            None => *held = Some(permit),
         }
         Ok(())
     }
@@ -197,6 +241,7 @@ impl Admission {
     /// Waits for a worker.
     pub(crate) async fn worker(self) -> Job {
         let permit = self
+            .0
             .state
             .workers
             .clone()
@@ -210,7 +255,7 @@ impl Admission {
     }
 }
 
-impl Drop for Admission {
+impl Drop for Admitted {
     fn drop(&mut self) {
         let now = self
             .pool
@@ -220,11 +265,28 @@ impl Drop for Admission {
         if let Pool::Jobs = self.pool {
             self.state.metrics.queue_depth.set(now as i64);
         }
+        let pool = self.pool;
         self.state.clients.update(self.ip, |c| {
-            c.jobs -= 1;
+            *pool.count(c) -= 1;
             true
         });
     }
+}
+
+/// Runs blocking work `f` for the job `admission` counts: the work holds
+/// (a share of) the admission, so it stays counted even if the handler
+/// awaiting it is dropped because its client went away.
+pub(crate) async fn blocking_held<T: Send + 'static>(
+    admission: &Admission,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let held = admission.clone();
+    tokio::task::spawn_blocking(move || {
+        let _held = held;
+        f()
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 /// The chunk size of streamed bodies.
@@ -272,9 +334,14 @@ pub(crate) fn streamed(
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        let done = write(&mut out).and_then(|()| out.flush().map_err(|e| e.to_string()));
+        // A panic must cut the body short too: a clean end would look like
+        // a complete answer.
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write(&mut out).and_then(|()| out.flush().map_err(|e| e.to_string()))
+        }))
+        .unwrap_or_else(|_| Err("the writer panicked".into()));
         if let Err(e) = done {
-            tracing::warn!("streaming a response: {e}");
+            tracing::debug!("streaming a response: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other(e)));
         }
     });
@@ -344,22 +411,26 @@ impl std::io::Read for PipeReader {
 }
 
 /// Streams `body` into blocking code `read`, which may stop early (say, on
-/// a refused publisher): the answer then goes out at once. Each chunk is
-/// reserved from the buffer budget on `admission` before it is passed on
-/// (a stalled client holds only what it sent); the admission is released
-/// when `read` returns. Returns what `read` returns.
+/// a refused publisher): the answer then goes out at once. `read` runs
+/// holding the admission. What arrives is reserved from the buffer budget
+/// as it arrives (rounded to KiB over the running total, so small chunks
+/// cost what they hold): a stalled or refused client holds only what it
+/// sent. The whole body must arrive by `deadline`.
 ///
-/// After an early answer the rest of the body is read and discarded (not
-/// kept, hashed or admitted; still under the body timeout and at most the
-/// declared length): HTTP clients that write a whole body before reading
-/// the answer would otherwise see a broken pipe instead of the refusal.
+/// When the budget cannot take the next chunk, the reader sees the body
+/// fail and the answer is the budget's 503, not the reader's error. An
+/// unfinished body is drained by the connection (`conn::DrainOnDrop`), not
+/// kept, hashed or admitted.
 pub(crate) async fn pipe_in<T: Send + 'static>(
-    mut admission: Admission,
+    admission: &Admission,
     body: Body,
+    deadline: tokio::time::Instant,
     read: impl FnOnce(PipeReader) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let held = admission.clone();
     let reader = tokio::task::spawn_blocking(move || {
+        let _held = held;
         read(PipeReader {
             rx,
             cur: Bytes::new(),
@@ -367,15 +438,33 @@ pub(crate) async fn pipe_in<T: Send + 'static>(
     });
     tokio::pin!(reader);
     let mut frames = body.into_data_stream();
-    let (stream, held) = (&mut frames, &mut admission);
+    let stream = &mut frames;
+    let mut refused: Option<ApiError> = None;
+    let over_budget = &mut refused;
     let pump = async move {
-        while let Some(frame) = stream.next().await {
-            let frame = match frame {
-                Ok(chunk) => match held.reserve(chunk.len() as u64) {
-                    Ok(()) => Ok(chunk),
-                    Err(e) => Err(std::io::Error::other(e.message)),
-                },
-                Err(e) => Err(std::io::Error::other(e)),
+        let (mut arrived, mut reserved_kib) = (0u64, 0u64);
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    arrived += chunk.len() as u64;
+                    let kib = arrived.div_ceil(1024);
+                    match admission.reserve((kib - reserved_kib) * 1024) {
+                        Ok(()) => {
+                            reserved_kib = kib;
+                            Ok(chunk)
+                        }
+                        Err(e) => {
+                            *over_budget = Some(e);
+                            Err(std::io::Error::other("the host's buffers are full"))
+                        }
+                    }
+                }
+                Ok(Some(Err(e))) => Err(std::io::Error::other(e)),
+                Ok(None) => break,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the body did not arrive in time",
+                )),
             };
             let failed = frame.is_err();
             if tx.send(frame).await.is_err() || failed {
@@ -383,13 +472,13 @@ pub(crate) async fn pipe_in<T: Send + 'static>(
             }
         }
     };
-    let (done, early) = tokio::select! {
-        done = &mut reader => (done, true),
-        () = pump => (reader.await, false),
+    let done = tokio::select! {
+        done = &mut reader => done,
+        () = pump => reader.await,
     };
-    drop(admission);
-    if early {
-        tokio::spawn(async move { while let Some(Ok(_)) = frames.next().await {} });
+    drop(frames);
+    match refused {
+        Some(e) => Err(e),
+        None => done.map_err(ApiError::internal),
     }
-    done.map_err(ApiError::internal)
 }

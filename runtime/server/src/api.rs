@@ -23,7 +23,7 @@ use tally_sandbox::{RunRequest, SandboxError};
 use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::admission::{admit, admit_transfer, held, pipe_in, streamed, Admission};
+use crate::admission::{admit, admit_transfer, blocking_held, held, pipe_in, streamed, Admission};
 use crate::conn::Peer;
 use crate::metrics::{ResultLabel, RunLabels};
 use crate::{ApiError, AppState};
@@ -282,29 +282,43 @@ fn too_large(cap: u64) -> ApiError {
 /// threads.
 async fn json_body<T: serde::de::DeserializeOwned + Send + 'static>(
     s: &AppState,
-    admission: &mut Admission,
+    admission: &Admission,
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<T> {
     require_content_type(headers, &["application/json"])?;
     let len = content_length(headers, s.config.max_request_bytes as u64)?;
     admission.reserve(len.saturating_mul(crate::JSON_RESERVE_FACTOR))?;
-    let bytes = axum::body::to_bytes(body, s.config.max_request_bytes)
-        .await
-        .map_err(|e| {
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            let mut too_large = false;
-            while let Some(c) = cause {
-                too_large |= c.is::<http_body_util::LengthLimitError>();
-                cause = c.source();
-            }
-            if too_large {
-                self::too_large(s.config.max_request_bytes as u64)
-            } else {
-                ApiError::bad_request("bad_body", format!("reading the request body: {e}"))
-            }
-        })?;
-    blocking(move || {
+    let deadline = s.config.body_deadline(len);
+    let bytes = tokio::time::timeout_at(
+        deadline,
+        axum::body::to_bytes(body, s.config.max_request_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the {len}-byte body did not arrive in time (at least {} bytes a second)",
+                crate::MIN_BODY_RATE
+            ),
+        )
+    })?
+    .map_err(|e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut too_large = false;
+        while let Some(c) = cause {
+            too_large |= c.is::<http_body_util::LengthLimitError>();
+            cause = c.source();
+        }
+        if too_large {
+            self::too_large(s.config.max_request_bytes as u64)
+        } else {
+            ApiError::bad_request("bad_body", format!("reading the request body: {e}"))
+        }
+    })?;
+    blocking_held(admission, move || {
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request("bad_json", format!("invalid request JSON: {e}")))
     })
@@ -325,7 +339,7 @@ fn bad_field(e: FieldError) -> ApiError {
 // ---- packages ----
 
 /// An upload is admitted as a transfer and its bytes reserved as they
-/// arrive; the bundle is checked as it streams in (`pipe_in`), so a
+/// arrive (the reader holds at most the declared length); the bundle is checked as it streams in (`pipe_in`), so a
 /// publisher off the allowlist is refused after the first two entries
 /// (manifest and signature), without the rest being read.
 #[utoipa::path(post, path = "/v1/packages", tag = "packages",
@@ -335,6 +349,7 @@ fn bad_field(e: FieldError) -> ApiError {
         (status = 200, description = "Already stored (uploads are idempotent).", body = Uploaded),
         (status = 400, description = "The body could not be read.", body = ErrorBody),
         (status = 403, description = "The publisher is not on this host's allowlist.", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time (`body_timeout`, at least 256 KiB a second after the body timeout).", body = ErrorBody),
         (status = 411, description = "No Content-Length.", body = ErrorBody),
         (status = 413, description = "Larger than the upload cap.", body = ErrorBody),
         (status = 415, description = "Not sent as `application/octet-stream` or `application/x-tar`.", body = ErrorBody),
@@ -353,10 +368,11 @@ async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> A
             })
             .inc();
     };
-    content_length(&headers, cap).inspect_err(|_| rejected(&s))?;
+    let len = content_length(&headers, cap).inspect_err(|_| rejected(&s))?;
     let admission = admit_transfer(&s, &peer)?;
     let st = s.clone();
-    let result = pipe_in(admission, body, move |reader| {
+    let deadline = s.config.body_deadline(len);
+    let result = pipe_in(&admission, body, deadline, move |reader| {
         // The publisher is accepted (or not) before any blob is read.
         let allowed = st.config.publishers.as_deref();
         let allow = |p: &[u8; 32]| match allowed {
@@ -365,13 +381,16 @@ async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> A
             }),
             _ => Ok(()),
         };
-        let package = Package::from_bundle_by(reader, cap, &allow).map_err(|e| match e {
+        let package = Package::from_bundle_by(reader, len, &allow).map_err(|e| match e {
             PackageError::PublisherNotAllowed { publisher } => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "publisher_not_allowed",
                 format!("publisher {publisher} is not on this host's allowlist"),
             ),
-            PackageError::TooLarge { .. } => too_large(cap),
+            PackageError::TooLarge { .. } => ApiError::bad_request(
+                "bad_body",
+                format!("the bundle's entries exceed its declared length ({len} bytes)"),
+            ),
             e => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_package",
@@ -415,8 +434,10 @@ async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> A
     responses((status = 200, description = "Every stored package.", body = PackageList),
         (status = 500, description = "A host fault.", body = ErrorBody),
     ))]
-async fn list_packages(State(s): AppS) -> ApiResult<Json<PackageList>> {
-    let records = blocking(move || Ok(s.store.packages()?)).await?;
+async fn list_packages(State(s): AppS, peer: Peer) -> ApiResult<Json<PackageList>> {
+    let admission = admit_transfer(&s, &peer)?;
+    let st = s.clone();
+    let records = blocking_held(&admission, move || Ok(st.store.packages()?)).await?;
     let packages = records
         .into_iter()
         .map(|r| PackageSummary {
@@ -432,24 +453,34 @@ async fn list_packages(State(s): AppS) -> ApiResult<Json<PackageList>> {
 /// Package `id`, checked: from the sandbox's caches (within its byte
 /// budget), or loaded (and re-verified) from the store. Packages are
 /// immutable, so a cached one never goes stale.
-async fn load_package(s: &Arc<AppState>, id: Digest) -> ApiResult<Arc<Package>> {
+///
+/// A load runs for `admission`'s job and reserves the package's bytes
+/// first; it completes (into the cache) even if the client goes away, so
+/// the work is never wasted and never unaccounted.
+async fn load_package(
+    s: &Arc<AppState>,
+    id: Digest,
+    admission: &Admission,
+) -> ApiResult<Arc<Package>> {
     if let Some(p) = s.sandbox.cached_package(&id) {
         return Ok(p);
     }
     let st = s.clone();
-    let package = blocking(move || {
-        st.store.get_package(&id).map_err(|e| match e {
+    let job = admission.clone();
+    blocking_held(admission, move || {
+        let not_found = |e| match e {
             tally_store::StoreError::NotFound(_) => ApiError::not_found(
                 "package_not_found",
                 format!("no package {id} on this host; upload it first"),
             ),
             other => ApiError::internal(other),
-        })
+        };
+        job.reserve(st.store.package_bytes(&id).map_err(not_found)?)?;
+        let package = Arc::new(st.store.get_package(&id).map_err(not_found)?);
+        st.sandbox.keep_package(package.clone());
+        Ok(package)
     })
-    .await?;
-    let package = Arc::new(package);
-    s.sandbox.keep_package(package.clone());
-    Ok(package)
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/packages/{id}", tag = "packages",
@@ -468,8 +499,8 @@ async fn get_package(
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id("package", &id)?;
     // Loading a package not in the cache reads and re-checks all of it.
-    let _admission = admit_transfer(&s, &peer)?;
-    let p = load_package(&s, id).await?;
+    let admission = admit_transfer(&s, &peer)?;
+    let p = load_package(&s, id, &admission).await?;
     Ok(Json(
         serde_json::json!({ "id": p.id(), "manifest": p.manifest(), "signature": p.signature() }),
     ))
@@ -489,7 +520,7 @@ async fn get_package(
 async fn get_bundle(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id("package", &id)?;
     let admission = admit_transfer(&s, &peer)?;
-    let p = load_package(&s, id).await?;
+    let p = load_package(&s, id, &admission).await?;
     Ok(streamed(admission, "application/x-tar", move |out| {
         p.write_bundle(out)
             .map_err(|e| format!("writing bundle {id}: {e}"))
@@ -586,6 +617,7 @@ pub(crate) struct RunTable {
         (status = 401, description = "No bearer token.", body = ErrorBody),
         (status = 403, description = "The bearer token is not accepted.", body = ErrorBody),
         (status = 404, description = "No such package on this host.", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time (`body_timeout`, at least 256 KiB a second after the body timeout).", body = ErrorBody),
         (status = 411, description = "No Content-Length.", body = ErrorBody),
         (status = 413, description = "Larger than the request cap.", body = ErrorBody),
         (status = 415, description = "Not sent as `application/json`.", body = ErrorBody),
@@ -603,13 +635,13 @@ async fn submit_run(
     check_token(&s, &headers)?;
     // Admitted before its body is read: at most `workers + queue` bodies
     // are held at once.
-    let mut admission = admit(&s, &peer)?;
-    let req: RunBody = json_body(&s, &mut admission, &headers, body).await?;
+    let admission = admit(&s, &peer)?;
+    let req: RunBody = json_body(&s, &admission, &headers, body).await?;
     check_backend(&s, &req.backend)?;
     let package_id = req.package_id().map_err(bad_field)?;
     let input = req.input().map_err(bad_field)?;
     let seed = req.seed_digest().map_err(bad_field)?;
-    let package = load_package(&s, package_id).await?;
+    let package = load_package(&s, package_id, &admission).await?;
     let run_id = hex::encode(rand_bytes());
     set_status(&s, &run_id, RunStatus::Queued);
     let (st, id) = (s.clone(), run_id.clone());
@@ -733,28 +765,28 @@ async fn get_run(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResul
         Some(RunStatus::Done(claim)) => {
             // The output is read back from the store (up to the output
             // limit): admitted, reserved and held like any large download.
-            let mut admission = admit_transfer(&s, &peer)?;
+            let admission = admit_transfer(&s, &peer)?;
             let st = s.clone();
-            let receipt = blocking(move || Ok(st.store.get_receipt(&claim)?)).await?;
-            // The output, its base64 text, and the report around it.
-            admission.reserve(receipt.claim.output_len.saturating_mul(3) + (1 << 20))?;
-            let st = s.clone();
-            let report = blocking(move || {
+            let job = admission.clone();
+            let json = blocking_held(&admission, move || {
+                let receipt = st.store.get_receipt(&claim)?;
+                // The output, its base64 text, and the report around it.
+                job.reserve(receipt.claim.output_len.saturating_mul(3) + (1 << 20))?;
                 let output = match receipt.claim.output_len {
                     0 => Vec::new(),
                     _ => st.store.get_blob(&receipt.claim.output)?,
                 };
-                Ok(RunReport {
+                let report = RunReport {
                     run_id: id,
                     state: RunState::Done,
                     claim_digest: claim,
                     outcome: receipt.claim.outcome.clone(),
                     output: RunReport::encode_output(&output),
                     receipt,
-                })
+                };
+                serde_json::to_vec(&report).map_err(ApiError::internal)
             })
             .await?;
-            let json = serde_json::to_vec(&report).map_err(ApiError::internal)?;
             held(admission, "application/json", json)
         }
     })
@@ -804,7 +836,7 @@ async fn get_transcript(State(s): AppS, peer: Peer, Path(id): Path<String>) -> A
     let receipt = load_receipt(&s, &id).await?;
     let admission = admit_transfer(&s, &peer)?;
     let st = s.clone();
-    let blob = blocking(move || {
+    let blob = blocking_held(&admission, move || {
         let digest = st.store.transcript_blob(&receipt.claim.transcript_root)?;
         Ok(st.store.open_blob(&digest)?)
     })
@@ -830,7 +862,7 @@ async fn get_tensors(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiR
     let receipt = load_receipt(&s, &id).await?;
     let admission = admit_transfer(&s, &peer)?;
     let st = s.clone();
-    let blob = blocking(move || {
+    let blob = blocking_held(&admission, move || {
         let digest = st.store.transcript_blob(&receipt.claim.transcript_root)?;
         Ok(st.store.open_blob(&digest)?)
     })
@@ -845,7 +877,9 @@ async fn get_tensors(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiR
                 out,
                 line: Vec::new(),
             };
-            blob.copy_to(&mut computes).map_err(|e| e.to_string())
+            blob.copy_to(&mut computes).map_err(|e| e.to_string())?;
+            // The last line, if it did not end with a newline.
+            std::io::Write::flush(&mut computes).map_err(|e| e.to_string())
         },
     ))
 }
@@ -875,6 +909,9 @@ impl<W: std::io::Write> ComputeFrames<'_, W> {
             self.out
                 .write_all(&tally_receipt::recorded_frame(blob.len()))?;
             blob.copy_to(&mut self.out).map_err(std::io::Error::other)?;
+            // Sent now: a long stretch without computes must not leave a
+            // reader waiting on a part-filled chunk.
+            self.out.flush()?;
         }
         Ok(())
     }
@@ -947,6 +984,7 @@ fn verify_error(e: VerifyError) -> ApiError {
         (status = 401, description = "No bearer token.", body = ErrorBody),
         (status = 403, description = "The bearer token is not accepted.", body = ErrorBody),
         (status = 404, description = "The receipt's package is not on this host.", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time (`body_timeout`, at least 256 KiB a second after the body timeout).", body = ErrorBody),
         (status = 411, description = "No Content-Length.", body = ErrorBody),
         (status = 413, description = "Larger than the request cap.", body = ErrorBody),
         (status = 415, description = "Not sent as `application/json`.", body = ErrorBody),
@@ -962,8 +1000,8 @@ async fn verify(
 ) -> ApiResult<Json<Verdict>> {
     // A replay costs what a run costs: the same token admits it.
     check_token(&s, &headers)?;
-    let mut admission = admit(&s, &peer)?;
-    let req: VerifyBody = json_body(&s, &mut admission, &headers, body).await?;
+    let admission = admit(&s, &peer)?;
+    let req: VerifyBody = json_body(&s, &admission, &headers, body).await?;
     check_backend(&s, &req.backend)?;
     req.receipt
         .check_format()
@@ -980,7 +1018,7 @@ async fn verify(
     let claim = receipt.claim.clone();
     // The package is checked before a worker is taken: an unknown one is a
     // 404, not a queued replay.
-    let package = load_package(&s, claim.package_id).await?;
+    let package = load_package(&s, claim.package_id, &admission).await?;
     let job = admission.worker().await;
     let st = s.clone();
     let verdict = blocking(move || {

@@ -85,9 +85,10 @@ pub struct ServerConfig {
     /// Connections one client address may hold open; more are closed at
     /// once. Default: 64.
     pub max_client_connections: usize,
-    /// Jobs (runs, verifications, uploads, large downloads) one client
-    /// address may have queued or running. Default: `None`, half of
-    /// `workers + queue`, rounded up.
+    /// Runs and verifications one client (an IPv4 address or an IPv6 /64)
+    /// may have queued or running. Default: `None`, half of `workers +
+    /// queue`, rounded up. A client's uploads and large downloads are
+    /// capped at a quarter of `max_transfers`.
     pub max_client_jobs: Option<usize>,
     /// Bytes of request and response bodies the host holds in memory at
     /// once (uploads being checked, JSON requests, finished runs' reports);
@@ -95,6 +96,11 @@ pub struct ServerConfig {
     /// does not fit now is shed with 503. Default: 1 GiB.
     pub max_buffered_bytes: u64,
 }
+
+/// The slowest a request body may arrive on average, in bytes per second
+/// (see [`ServerConfig::body_deadline`]): 256 KiB/s, so a largest upload
+/// (256 MiB) holds its transfer slot at most about 17 minutes.
+pub(crate) const MIN_BODY_RATE: u64 = 256 << 10;
 
 /// How many bytes of memory a JSON request body reserves per byte: the
 /// bytes, their parsed form, and a decoded input.
@@ -242,13 +248,28 @@ impl ServerConfig {
         let need = (self.max_request_bytes as u64)
             .saturating_mul(JSON_RESERVE_FACTOR)
             .max(self.max_upload_bytes);
-        if self.max_buffered_bytes < need {
+        if need.div_ceil(1024) > self.max_buffered_bytes / 1024 {
             return Err(ServerError::Config(format!(
                 "the buffer budget ({} bytes) cannot hold one largest request ({need} bytes: an upload of max_upload_bytes, or {JSON_RESERVE_FACTOR}× max_request_bytes for JSON); raise max_buffered_bytes or lower the caps",
                 self.max_buffered_bytes
             )));
         }
         Ok(())
+    }
+
+    /// The uploads and large downloads one client may have in progress: a
+    /// quarter of `max_transfers`, so one client cannot hold them all.
+    pub(crate) fn client_transfers(&self) -> usize {
+        (self.max_transfers / 4).max(1)
+    }
+
+    /// When a request body of `len` bytes must have arrived, from now:
+    /// `body_timeout`, plus its length at [`MIN_BODY_RATE`]. A client
+    /// trickling a body holds its admission and reservation no longer.
+    pub(crate) fn body_deadline(&self, len: u64) -> tokio::time::Instant {
+        tokio::time::Instant::now()
+            + self.body_timeout
+            + std::time::Duration::from_secs(len / MIN_BODY_RATE)
     }
 
     /// The jobs one client may have queued or running.
@@ -300,6 +321,11 @@ impl AppState {
     /// Runs and verifications queued or running now.
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::SeqCst)
+    }
+
+    /// Uploads and large downloads in progress now.
+    pub fn transfers(&self) -> usize {
+        self.transfers.load(Ordering::SeqCst)
     }
 }
 

@@ -769,3 +769,91 @@ async fn a_stalled_body_times_out_and_frees_its_slot() {
     s.idle().await;
     s.stop().await;
 }
+
+/// A body trickled a byte at a time never stalls long enough for the
+/// per-stall timeout, but must still arrive whole by its deadline
+/// (`body_timeout` plus its length at 64 KiB/s): 408, slot freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_meets_its_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(|c| {
+        c.workers = 1;
+        c.queue = 0;
+        c.body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut sock = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    sock.write_all(
+        b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (mut rd, mut wr) = sock.into_split();
+    let trickle = tokio::spawn(async move {
+        while wr.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), rd.read(&mut answer))
+        .await
+        .expect("answered by the deadline")
+        .unwrap();
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    s.idle().await;
+    s.stop().await;
+}
+
+/// A client that asks for a large download and never reads it is cut off
+/// once its socket has been full for `body_timeout` (hyper stops polling
+/// the body then, so the body timeout alone would never fire), and its
+/// transfer slot is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let s = start(|c| c.body_timeout = Duration::from_secs(1)).await;
+    // A transcript far larger than the socket buffers.
+    let (chatter, bytes) = bundle("chatter", "host_calls = 300_000", 1);
+    s.upload(&bytes).await;
+    let (_, run) = s
+        .post(
+            "/v1/runs",
+            serde_json::to_value(tally_api::RunBody::new(&chatter, b"")).unwrap(),
+        )
+        .await;
+    let claim = run["claim_digest"].as_str().unwrap().to_string();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut sock = socket
+        .connect(s.url.trim_start_matches("http://").parse().unwrap())
+        .await
+        .unwrap();
+    sock.write_all(
+        format!("GET /v1/receipts/{claim}/transcript HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.state.transfers() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the download starts");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Never read: the slot is freed within the write deadline.
+    while s.state.transfers() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a client that stops reading keeps its transfer slot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(sock);
+    s.stop().await;
+}

@@ -286,6 +286,21 @@ impl Store {
         serde_json::from_str(json.value()).map_err(index_err)
     }
 
+    /// The bytes package `id` takes in memory once loaded (its files, from
+    /// their blob files' sizes), for reserving them before
+    /// [`Store::get_package`] reads them.
+    pub fn package_bytes(&self, id: &Digest) -> Result<u64, StoreError> {
+        let record = self.package_record(id)?;
+        let mut total = 0u64;
+        for d in [record.manifest, record.signature]
+            .iter()
+            .chain(&record.blobs)
+        {
+            total = total.saturating_add(self.open_blob(d)?.len());
+        }
+        Ok(total)
+    }
+
     /// Loads package `id`, re-verifying every blob, digest and signature.
     pub fn get_package(&self, id: &Digest) -> Result<Package, StoreError> {
         let record = self.package_record(id)?;
