@@ -71,6 +71,46 @@ pub(crate) fn router(state: Arc<AppState>, local: std::net::SocketAddr) -> Route
         .with_state(state)
 }
 
+/// The response every admitted route may give: shed (503).
+#[derive(utoipa::IntoResponses)]
+enum Shed {
+    /// The pool or the client's share is full, or the buffer budget is
+    /// spent (`queue_full`, `client_busy`, `memory_busy`); retry after
+    /// `Retry-After`.
+    #[response(status = 503)]
+    #[allow(dead_code)]
+    Busy(ErrorBody),
+}
+
+/// The response any route may give: a host fault (500).
+#[derive(utoipa::IntoResponses)]
+enum HostFault {
+    /// A host fault.
+    #[response(status = 500)]
+    #[allow(dead_code)]
+    Internal(ErrorBody),
+}
+
+/// `{id}`: a package id.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct PackageId {
+    /// The package id: 64 hex digits.
+    #[param(pattern = "^[0-9a-f]{64}$")]
+    id: String,
+}
+
+/// `{id}`: a receipt's claim digest.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ClaimId {
+    /// The receipt's claim digest: 64 hex digits.
+    #[param(pattern = "^[0-9a-f]{64}$")]
+    id: String,
+}
+
 /// Liveness.
 #[utoipa::path(get, path = "/healthz", tag = "service",
     responses((status = 200, description = "The service is up.", body = tally_api::Health)))]
@@ -354,8 +394,8 @@ fn bad_field(e: FieldError) -> ApiError {
         (status = 413, description = "Larger than the upload cap.", body = ErrorBody),
         (status = 415, description = "Not sent as `application/octet-stream` or `application/x-tar`.", body = ErrorBody),
         (status = 422, description = "Not a valid, signed bundle.", body = ErrorBody),
-        (status = 500, description = "A host fault.", body = ErrorBody),
-        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+        HostFault,
+        Shed,
     ))]
 async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     require_content_type(&headers, &["application/octet-stream", "application/x-tar"])?;
@@ -432,7 +472,7 @@ async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> A
 
 #[utoipa::path(get, path = "/v1/packages", tag = "packages",
     responses((status = 200, description = "Every stored package.", body = PackageList),
-        (status = 500, description = "A host fault.", body = ErrorBody),
+        HostFault,
     ))]
 async fn list_packages(State(s): AppS, peer: Peer) -> ApiResult<Json<PackageList>> {
     let admission = admit_transfer(&s, &peer)?;
@@ -484,13 +524,13 @@ async fn load_package(
 }
 
 #[utoipa::path(get, path = "/v1/packages/{id}", tag = "packages",
-    params(("id" = String, Path, description = "The package id: 64 hex digits.", pattern = "^[0-9a-f]{64}$")),
+    params(PackageId),
     responses(
         (status = 200, description = "The package id, its manifest and its signature.", body = Object),
         (status = 400, description = "Not a package id.", body = ErrorBody),
         (status = 404, description = "No such package on this host.", body = ErrorBody),
-        (status = 500, description = "A host fault.", body = ErrorBody),
-        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+        HostFault,
+        Shed,
     ))]
 async fn get_package(
     State(s): AppS,
@@ -509,13 +549,13 @@ async fn get_package(
 /// The bundle is written from the checked package as the client reads it,
 /// never whole in memory a second time.
 #[utoipa::path(get, path = "/v1/packages/{id}/bundle", tag = "packages",
-    params(("id" = String, Path, description = "The package id: 64 hex digits.", pattern = "^[0-9a-f]{64}$")),
+    params(PackageId),
     responses(
         (status = 200, description = "The package as a bundle, streamed.", body = Vec<u8>, content_type = "application/x-tar"),
         (status = 400, description = "Not a package id.", body = ErrorBody),
         (status = 404, description = "No such package on this host.", body = ErrorBody),
-        (status = 500, description = "A host fault.", body = ErrorBody),
-        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+        HostFault,
+        Shed,
     ))]
 async fn get_bundle(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id("package", &id)?;
@@ -622,8 +662,8 @@ pub(crate) struct RunTable {
         (status = 413, description = "Larger than the request cap.", body = ErrorBody),
         (status = 415, description = "Not sent as `application/json`.", body = ErrorBody),
         (status = 422, description = "The host's policy refuses the run.", body = ErrorBody),
-        (status = 500, description = "A host fault.", body = ErrorBody),
-        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+        HostFault,
+        Shed,
     ))]
 async fn submit_run(
     State(s): AppS,
@@ -738,8 +778,8 @@ fn execute_run(
     responses(
         (status = 200, description = "The run: a `RunReport` once done, else a `RunPending`.", body = RunReport),
         (status = 404, description = "No such run (or forgotten: the host remembers the last 1024).", body = ErrorBody),
-        (status = 500, description = "A host fault.", body = ErrorBody),
-        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+        HostFault,
+        Shed,
     ))]
 async fn get_run(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let status = s.runs.lock().unwrap().map.get(&id).cloned();
@@ -810,12 +850,12 @@ async fn load_receipt(s: &Arc<AppState>, id: &str) -> ApiResult<Receipt> {
 }
 
 #[utoipa::path(get, path = "/v1/receipts/{id}", tag = "receipts",
-    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.", pattern = "^[0-9a-f]{64}$")),
+    params(ClaimId),
     responses(
         (status = 200, description = "The sealed receipt.", body = Object),
         (status = 400, description = "Not a claim digest.", body = ErrorBody),
         (status = 404, description = "No such receipt on this host.", body = ErrorBody),
-        (status = 500, description = "A host fault.", body = ErrorBody),
+        HostFault,
     ))]
 async fn get_receipt(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<Receipt>> {
     Ok(Json(load_receipt(&s, &id).await?))
@@ -824,13 +864,13 @@ async fn get_receipt(State(s): AppS, Path(id): Path<String>) -> ApiResult<Json<R
 /// The stored transcript file, streamed as it is (not parsed and
 /// re-serialised): a run may make millions of host calls.
 #[utoipa::path(get, path = "/v1/receipts/{id}/transcript", tag = "receipts",
-    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.", pattern = "^[0-9a-f]{64}$")),
+    params(ClaimId),
     responses(
         (status = 200, description = "The transcript, one host call per JSON line, streamed as stored.", body = String, content_type = "application/x-ndjson"),
         (status = 400, description = "Not a claim digest.", body = ErrorBody),
         (status = 404, description = "No such receipt on this host.", body = ErrorBody),
-        (status = 500, description = "A host fault.", body = ErrorBody),
-        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+        HostFault,
+        Shed,
     ))]
 async fn get_transcript(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let receipt = load_receipt(&s, &id).await?;
@@ -850,13 +890,13 @@ async fn get_transcript(State(s): AppS, peer: Peer, Path(id): Path<String>) -> A
 /// for verifiers replaying on another backend: streamed compute by
 /// compute as the transcript is read line by line.
 #[utoipa::path(get, path = "/v1/receipts/{id}/tensors", tag = "receipts",
-    params(("id" = String, Path, description = "The receipt's claim digest: 64 hex digits.", pattern = "^[0-9a-f]{64}$")),
+    params(ClaimId),
     responses(
         (status = 200, description = "The recorded inference outputs: per successful compute, its length (u64, little-endian) then its bytes, each bound by the transcript.", body = Vec<u8>, content_type = "application/octet-stream"),
         (status = 400, description = "Not a claim digest.", body = ErrorBody),
         (status = 404, description = "No such receipt on this host.", body = ErrorBody),
-        (status = 500, description = "A host fault.", body = ErrorBody),
-        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+        HostFault,
+        Shed,
     ))]
 async fn get_tensors(State(s): AppS, peer: Peer, Path(id): Path<String>) -> ApiResult<Response> {
     let receipt = load_receipt(&s, &id).await?;
@@ -989,8 +1029,8 @@ fn verify_error(e: VerifyError) -> ApiError {
         (status = 413, description = "Larger than the request cap.", body = ErrorBody),
         (status = 415, description = "Not sent as `application/json`.", body = ErrorBody),
         (status = 422, description = "Not replayable: a bad seal, another input, a refused policy (`bad_seal`, `input_mismatch`, `not_replayable`, `replay_refused`, `not_verifiable`).", body = ErrorBody),
-        (status = 500, description = "A host fault.", body = ErrorBody),
-        (status = 503, description = "Shed: the pool or the client's share is full, or the buffer budget is spent (`queue_full`, `client_busy`, `memory_busy`); retry after `Retry-After`.", body = ErrorBody),
+        HostFault,
+        Shed,
     ))]
 async fn verify(
     State(s): AppS,
