@@ -238,6 +238,28 @@ impl Admission {
         Ok(())
     }
 
+    /// Shrinks this job's reservation to `bytes` (what it still holds once
+    /// a request is parsed), handing the rest back to the budget.
+    pub(crate) fn keep(&self, bytes: u64) {
+        let keep = usize::try_from(bytes.div_ceil(1024)).unwrap_or(usize::MAX);
+        let mut held = self.0.memory.lock().unwrap();
+        if let Some(permit) = held.as_mut() {
+            if let Some(extra) = permit.num_permits().checked_sub(keep) {
+                drop(permit.split(extra));
+            }
+        }
+    }
+
+    /// Hands `bytes` of this job's reservation back to the budget (what
+    /// [`Admission::reserve`] took for something the job no longer holds).
+    pub(crate) fn release(&self, bytes: u64) {
+        let n = usize::try_from(bytes.div_ceil(1024)).unwrap_or(usize::MAX);
+        let mut held = self.0.memory.lock().unwrap();
+        if let Some(permit) = held.as_mut() {
+            drop(permit.split(n.min(permit.num_permits())));
+        }
+    }
+
     /// Waits for a worker.
     pub(crate) async fn worker(self) -> Job {
         let permit = self

@@ -515,9 +515,12 @@ async fn load_package(
             ),
             other => ApiError::internal(other),
         };
-        job.reserve(st.store.package_bytes(&id).map_err(not_found)?)?;
+        let bytes = st.store.package_bytes(&id).map_err(not_found)?;
+        job.reserve(bytes)?;
         let package = Arc::new(st.store.get_package(&id).map_err(not_found)?);
+        // From here the cache's own budget accounts for it.
         st.sandbox.keep_package(package.clone());
+        job.release(bytes);
         Ok(package)
     })
     .await
@@ -681,6 +684,10 @@ async fn submit_run(
     let package_id = req.package_id().map_err(bad_field)?;
     let input = req.input().map_err(bad_field)?;
     let seed = req.seed_digest().map_err(bad_field)?;
+    let fuel = req.fuel;
+    // From here the job holds the decoded input only.
+    drop(req);
+    admission.keep(input.len() as u64);
     let package = load_package(&s, package_id, &admission).await?;
     let run_id = hex::encode(rand_bytes());
     set_status(&s, &run_id, RunStatus::Queued);
@@ -692,7 +699,7 @@ async fn submit_run(
         let (st2, id2) = (st.clone(), id.clone());
         let result = blocking(move || {
             let _job = job;
-            execute_run(&st2, &id2, &package, &input, req.fuel, seed)
+            execute_run(&st2, &id2, &package, &input, fuel, seed)
         })
         .await;
         st.metrics
@@ -1052,6 +1059,9 @@ async fn verify(
         transcript,
         ..
     } = req;
+    // From here the job holds the input, the transcript and the receipt.
+    admission
+        .keep(input.len() as u64 + transcript.as_ref().map_or(0, |t| t.len() as u64) + (64 << 10));
     // The cheap checks first, before any package is loaded or any work
     // admitted (`tally_host::verify` makes them again: they are cheap).
     tally_host::check(&receipt, &[], &input).map_err(verify_error)?;
