@@ -182,9 +182,14 @@ pub(crate) fn read(
     // The digests the manifest names, gathered once (at the first blob).
     let mut names: Option<std::collections::BTreeSet<Digest>> = None;
     let mut total = 0u64;
+    // Raw: extended headers (PAX, GNU long names) are entries of their own,
+    // refused below as not regular files, before their data is read (tar
+    // would otherwise read them whole, and a PAX size would override the
+    // size checked here). Bundle names fit plain ustar headers.
     let entries = archive
         .entries()
-        .map_err(|e| corrupt(format!("not a tar archive: {e}")))?;
+        .map_err(|e| corrupt(format!("not a tar archive: {e}")))?
+        .raw(true);
     for (index, entry) in entries.enumerate() {
         let mut entry =
             entry.map_err(|e| corrupt(format!("entry {index}: unreadable header: {e}")))?;

@@ -171,6 +171,24 @@ fn traversal_links_and_strange_entries_are_rejected() {
             "has no such blob",
         ),
         (vec![("tally.toml", reg, text)], "not signed"),
+        // An extended header is an entry of its own, refused before its
+        // data is read or applied (a PAX record would rename or resize
+        // the entry after it).
+        (
+            vec![
+                ("pax", tar::EntryType::XHeader, b"18 path=tally.toml\n"),
+                ("x", reg, text),
+                ("tally.sig", reg, &sig),
+            ],
+            "only regular files",
+        ),
+        (
+            vec![
+                ("././@LongLink", tar::EntryType::GNULongName, b"tally.toml\0"),
+                ("x", reg, text),
+            ],
+            "only regular files",
+        ),
     ];
     for (entries, want) in cases {
         let e = Package::from_bundle(raw_tar(&entries).as_slice(), DEFAULT_MAX_BUNDLE_BYTES)

@@ -219,10 +219,15 @@ impl Admission {
                 "{bytes} bytes would have to be held in memory, more than the host's whole buffer budget ({budget} bytes); raise --max-buffered-mib"
             )));
         }
+        let kib = u32::try_from(kib).map_err(|_| {
+            ApiError::internal(format!(
+                "{bytes} bytes is more than one reservation can take"
+            ))
+        })?;
         let permit = s
             .memory
             .clone()
-            .try_acquire_many_owned(kib as u32)
+            .try_acquire_many_owned(kib)
             .map_err(|_| {
                 s.metrics.shed.inc();
                 busy(
@@ -447,7 +452,7 @@ pub(crate) async fn pipe_in<T: Send + 'static>(
     admission: &Admission,
     body: Body,
     deadline: tokio::time::Instant,
-    read: impl FnOnce(PipeReader) -> T + Send + 'static,
+    read: impl FnOnce(PipeReader) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let held = admission.clone();
@@ -463,6 +468,8 @@ pub(crate) async fn pipe_in<T: Send + 'static>(
     let stream = &mut frames;
     let mut refused: Option<ApiError> = None;
     let over_budget = &mut refused;
+    let mut late = false;
+    let timed_out = &mut late;
     let pump = async move {
         let (mut arrived, mut reserved_kib) = (0u64, 0u64);
         loop {
@@ -483,10 +490,13 @@ pub(crate) async fn pipe_in<T: Send + 'static>(
                 }
                 Ok(Some(Err(e))) => Err(std::io::Error::other(e)),
                 Ok(None) => break,
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the body did not arrive in time",
-                )),
+                Err(_) => {
+                    *timed_out = true;
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the body did not arrive in time",
+                    ))
+                }
             };
             let failed = frame.is_err();
             if tx.send(frame).await.is_err() || failed {
@@ -499,8 +509,20 @@ pub(crate) async fn pipe_in<T: Send + 'static>(
         () = pump => reader.await,
     };
     drop(frames);
-    match refused {
-        Some(e) => Err(e),
-        None => done.map_err(ApiError::internal),
+    // When the reader failed because the body did, the body's fault is the
+    // answer (503 for the budget, 408 for the deadline), not the reader's
+    // view of a cut-off body.
+    match (done.map_err(ApiError::internal)?, refused, late) {
+        (Ok(v), _, _) => Ok(v),
+        (Err(_), Some(budget), _) => Err(budget),
+        (Err(_), None, true) => Err(ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the body did not arrive in time (at least {} bytes a second)",
+                crate::MIN_BODY_RATE
+            ),
+        )),
+        (Err(e), None, false) => Err(e),
     }
 }

@@ -448,8 +448,7 @@ async fn upload(State(s): AppS, peer: Peer, headers: HeaderMap, body: Body) -> A
             created,
         })
     })
-    .await
-    .and_then(|r| r);
+    .await;
     let label = match &result {
         Ok(u) if u.created => "stored",
         Ok(_) => "existing",
@@ -518,9 +517,12 @@ async fn load_package(
         let bytes = st.store.package_bytes(&id).map_err(not_found)?;
         job.reserve(bytes)?;
         let package = Arc::new(st.store.get_package(&id).map_err(not_found)?);
-        // From here the cache's own budget accounts for it.
         st.sandbox.keep_package(package.clone());
-        job.release(bytes);
+        // Once the cache holds it, its budget accounts for it; a package
+        // the cache did not keep stays reserved by the job.
+        if st.sandbox.cached_package(&id).is_some() {
+            job.release(bytes);
+        }
         Ok(package)
     })
     .await

@@ -188,7 +188,9 @@ impl Drop for DrainOnDrop {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if body.is_end_stream() {
+        // Nothing left, or more declared than the drain would read (the
+        // connection is closed instead).
+        if body.is_end_stream() || body.size_hint().lower() > self.limit {
             return;
         }
         let (limit, time) = (self.limit, self.time);
