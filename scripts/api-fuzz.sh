@@ -45,6 +45,9 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ -n "$url" ] || { cat "$work/serve.log" >&2; exit 1; }
+# From the scratch directory: schemathesis and hypothesis keep their
+# caches (.schemathesis/, .hypothesis/) in the working directory.
+cd "$work"
 "$venv/bin/schemathesis" run "$url/v1/openapi.json" \
     --checks all --exclude-checks positive_data_acceptance \
     -H "Authorization: Bearer api-fuzz-token" \
