@@ -184,7 +184,11 @@ fn traversal_links_and_strange_entries_are_rejected() {
         ),
         (
             vec![
-                ("././@LongLink", tar::EntryType::GNULongName, b"tally.toml\0"),
+                (
+                    "././@LongLink",
+                    tar::EntryType::GNULongName,
+                    b"tally.toml\0",
+                ),
                 ("x", reg, text),
             ],
             "only regular files",

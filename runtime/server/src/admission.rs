@@ -526,3 +526,20 @@ pub(crate) async fn pipe_in<T: Send + 'static>(
         (Err(e), None, false) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::client_key;
+
+    #[test]
+    fn clients_are_ipv4_addresses_and_ipv6_slash_64s() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("10.0.0.7"), key("10.0.0.7"));
+        assert_ne!(key("10.0.0.7"), key("10.0.0.8"));
+        // One host's /64 is one client, however many addresses it uses.
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        // An IPv4-mapped IPv6 address is its IPv4 client.
+        assert_eq!(key("::ffff:10.0.0.7"), key("10.0.0.7"));
+    }
+}

@@ -900,3 +900,50 @@ async fn a_parsed_request_hands_back_what_it_no_longer_holds() {
     s.idle().await;
     s.stop().await;
 }
+
+/// One client gets only its share of each pool: beyond it 503
+/// `client_busy`, while the pool itself still has room for others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gets_only_its_share() {
+    use tokio::io::AsyncWriteExt;
+    let s = start(|c| {
+        c.workers = 1;
+        c.queue = 4;
+        c.max_client_jobs = Some(1);
+        c.max_transfers = 8;
+    })
+    .await;
+    let (spin, bytes) = bundle("spin", "fuel = 3_000_000_000", 1);
+    s.upload(&bytes).await;
+    let body = serde_json::to_value(tally_api::RunBody::new(&spin, b"")).unwrap();
+    let (status, _) = s.post("/v1/runs?wait=false", body.clone()).await;
+    assert_eq!(status, 202);
+    let (status, e) = s.post("/v1/runs?wait=false", body).await;
+    assert_eq!((status, code(&e)), (503, "client_busy"));
+    // Transfers: a quarter of `max_transfers` (2) per client. Two stalled
+    // uploads hold them; the third transfer is refused.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        tcp.write_all(b"POST /v1/packages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\nxx")
+            .await
+            .unwrap();
+        stalled.push(tcp);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.state.transfers() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the uploads are admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, body) = s.get("/v1/packages").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("client_busy"), "{body}");
+    drop(stalled);
+    s.idle().await;
+    s.stop().await;
+}
