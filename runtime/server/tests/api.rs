@@ -947,3 +947,30 @@ async fn a_client_gets_only_its_share() {
     s.idle().await;
     s.stop().await;
 }
+
+/// What could never fit the buffer budget is a host misconfiguration
+/// (500, naming the flag), not a 503 a client would retry for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_larger_than_the_budget_names_the_flag() {
+    let s = start(|c| {
+        c.max_upload_bytes = 1 << 20;
+        c.max_request_bytes = 256 << 10;
+        c.max_buffered_bytes = 1 << 20;
+    })
+    .await;
+    let (echo, bytes) = bundle("echo", "", 1);
+    s.upload(&bytes).await;
+    let (_, run) = s
+        .post(
+            "/v1/runs",
+            serde_json::to_value(tally_api::RunBody::new(&echo, b"x")).unwrap(),
+        )
+        .await;
+    // A finished run's report reserves 3× its output and 1 MiB more.
+    let (status, body) = s
+        .get(&format!("/v1/runs/{}", run["run_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("raise --max-buffered-mib"), "{body}");
+    s.stop().await;
+}
