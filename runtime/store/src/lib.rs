@@ -109,6 +109,17 @@ pub enum StoreError {
     },
 }
 
+/// A blob file that cannot be read: absent (`NotFound`) or failing.
+fn blob_io_error(digest: &Digest, path: &Path, source: std::io::Error) -> StoreError {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => StoreError::NotFound(format!("blob {digest}")),
+        _ => StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
 fn index_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Index(e.to_string())
 }
@@ -190,13 +201,7 @@ impl Store {
     /// The bytes of blob `digest`, verified.
     pub fn get_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StoreError::NotFound(format!("blob {digest}")),
-            _ => StoreError::Io {
-                path: path.clone(),
-                source: e,
-            },
-        })?;
+        let bytes = std::fs::read(&path).map_err(|e| blob_io_error(digest, &path, e))?;
         let found = Digest::of(&bytes);
         if found != *digest {
             return Err(StoreError::CorruptBlob {
@@ -213,13 +218,7 @@ impl Store {
     /// into memory beyond one chunk.
     pub fn open_blob(&self, digest: &Digest) -> Result<BlobReader, StoreError> {
         let path = self.blob_path(digest);
-        let io = |source: std::io::Error| match source.kind() {
-            std::io::ErrorKind::NotFound => StoreError::NotFound(format!("blob {digest}")),
-            _ => StoreError::Io {
-                path: path.clone(),
-                source,
-            },
-        };
+        let io = |source| blob_io_error(digest, &path, source);
         let file = std::fs::File::open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         Ok(BlobReader {
@@ -296,7 +295,10 @@ impl Store {
             .iter()
             .chain(&record.blobs)
         {
-            total = total.saturating_add(self.open_blob(d)?.len());
+            // The file's size (a stat, not an open): the load re-checks it.
+            let path = self.blob_path(d);
+            let meta = std::fs::metadata(&path).map_err(|e| blob_io_error(d, &path, e))?;
+            total = total.saturating_add(meta.len());
         }
         Ok(total)
     }
