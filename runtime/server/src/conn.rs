@@ -188,9 +188,10 @@ impl Drop for DrainOnDrop {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        // Nothing left, or more declared than the drain would read (the
-        // connection is closed instead).
-        if body.is_end_stream() || body.size_hint().lower() > self.limit {
+        // A body declared larger than the limit is drained up to it too:
+        // a client told 413 most often sent just over the cap, and should
+        // read the answer rather than a broken pipe.
+        if body.is_end_stream() {
             return;
         }
         let (limit, time) = (self.limit, self.time);
