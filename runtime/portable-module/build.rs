@@ -1,4 +1,5 @@
-//! Builds `guests/portable-backend` for `wasm32-wasip1` (with simd128) into
+//! Builds `guests/portable-backend` for `wasm32-wasip1` (with simd128 and
+//! relaxed-simd: `tally_guest_build::PORTABLE_FEATURES`) into
 //! `OUT_DIR` so that `lib.rs` can embed it. Source paths are remapped, so
 //! the module's bytes, and its digest in every claim, do not depend on where
 //! the checkout or the cargo home lives.
@@ -16,7 +17,12 @@ fn main() {
     let crate_dir = root.join("guests/portable-backend");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.join("portable");
-    let release = tally_guest_build::build(&root, &crate_dir, &target_dir);
+    let release = tally_guest_build::build_for(
+        &root,
+        &crate_dir,
+        &target_dir,
+        tally_guest_build::PORTABLE_FEATURES,
+    );
     let wasm = release.join("tally_portable_backend.wasm");
     println!("cargo:rustc-env=TALLY_PORTABLE_WASM={}", wasm.display());
     for dep in [

@@ -15,12 +15,29 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The target features of every guest: 128-bit SIMD (the sandbox enables
+/// it).
+pub const GUEST_FEATURES: &str = "+simd128";
+
+/// The target features of the portable backend (tract in wasm): SIMD and
+/// relaxed SIMD, which tract's wasm kernels use for fused multiply-adds.
+/// The sandbox's profile lowers relaxed SIMD deterministically (a relaxed
+/// multiply-add is fused on every host, under Pulley too), so these
+/// kernels compute the same bits everywhere.
+pub const PORTABLE_FEATURES: &str = "+simd128,+relaxed-simd";
+
 /// The rustc flags of every guest build, `\x1f`-separated as
-/// `CARGO_ENCODED_RUSTFLAGS` takes them: 128-bit SIMD (the sandbox enables
-/// it) and the two path remappings. `root` is the checkout.
+/// `CARGO_ENCODED_RUSTFLAGS` takes them: [`GUEST_FEATURES`] and the two
+/// path remappings. `root` is the checkout.
 pub fn rustflags(root: &Path) -> String {
+    rustflags_for(root, GUEST_FEATURES)
+}
+
+/// [`rustflags`] with other target `features` (as `-Ctarget-feature`
+/// takes them).
+pub fn rustflags_for(root: &Path, features: &str) -> String {
     [
-        "-Ctarget-feature=+simd128".to_string(),
+        format!("-Ctarget-feature={features}"),
         format!("--remap-path-prefix={}=/tally", root.display()),
         format!("--remap-path-prefix={}=/cargo", cargo_home().display()),
     ]
@@ -35,13 +52,23 @@ pub fn cargo_home() -> PathBuf {
 }
 
 /// Builds the crate or workspace in `dir` (release, locked) into
-/// `target_dir` and returns the directory holding its `.wasm` files. Flags
-/// meant for the host build never leak into the guests.
+/// `target_dir` with [`GUEST_FEATURES`] and returns the directory holding
+/// its `.wasm` files. Flags meant for the host build never leak into the
+/// guests.
 ///
 /// # Panics
 ///
 /// When cargo fails, with a message saying what to install.
 pub fn build(root: &Path, dir: &Path, target_dir: &Path) -> PathBuf {
+    build_for(root, dir, target_dir, GUEST_FEATURES)
+}
+
+/// [`build`] with other target `features`.
+///
+/// # Panics
+///
+/// As [`build`].
+pub fn build_for(root: &Path, dir: &Path, target_dir: &Path, features: &str) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(dir)
@@ -50,7 +77,7 @@ pub fn build(root: &Path, dir: &Path, target_dir: &Path) -> PathBuf {
         .arg(dir.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags(root))
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags_for(root, features))
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")

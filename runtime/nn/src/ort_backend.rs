@@ -22,6 +22,11 @@ pub struct OrtConfig {
     /// `onnxruntime==1.31.1`; `scripts/fetch-assets.sh` fetches it).
     /// Default: `$ORT_DYLIB_PATH`, else `.assets/libonnxruntime.so.1.31.1`.
     pub library: PathBuf,
+    /// Intra-op threads per session (at least 1). Default: 1. Recorded in
+    /// the backend detail: ONNX Runtime may split a reduction differently
+    /// with another count, so a replay with another count is a replay on
+    /// another backend (under the manifest's tolerances).
+    pub threads: usize,
 }
 
 impl Default for OrtConfig {
@@ -29,17 +34,22 @@ impl Default for OrtConfig {
         let library = std::env::var_os("ORT_DYLIB_PATH")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".assets/libonnxruntime.so.1.31.1"));
-        OrtConfig { library }
+        OrtConfig {
+            library,
+            threads: 1,
+        }
     }
 }
 
-/// ONNX Runtime with everything that could vary pinned: one intra-op and
-/// one inter-op thread, sequential execution, basic (level 1) graph
+/// ONNX Runtime with everything that could vary pinned: a fixed number of
+/// intra-op threads ([`OrtConfig::threads`], in the detail), one inter-op
+/// thread, sequential execution, basic (level 1) graph
 /// optimisation, deterministic compute. The CPU execution provider serves
 /// the `cpu` target; the `gpu` target registers the CUDA provider, which
 /// only a library built with CUDA provides (the PyPI wheel does not).
 pub struct OrtBackend {
     detail: String,
+    threads: usize,
 }
 
 impl OrtBackend {
@@ -70,11 +80,13 @@ impl OrtBackend {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let threads = config.threads.max(1);
         Ok(OrtBackend {
             detail: format!(
-                "onnxruntime {name} blake3={} threads=1 opt=basic deterministic",
+                "onnxruntime {name} blake3={} threads={threads} opt=basic deterministic",
                 digest.short()
             ),
+            threads,
         })
     }
 }
@@ -91,7 +103,7 @@ impl Backend for OrtBackend {
         let err = |e: ort::Error| NnError::Plan(format!("ONNX Runtime: {e}"));
         let mut builder = Session::builder()
             .map_err(err)?
-            .with_intra_threads(1)
+            .with_intra_threads(self.threads)
             .map_err(err)?
             .with_inter_threads(1)
             .map_err(err)?
@@ -145,6 +157,11 @@ struct WatchState {
     armed: Option<(Instant, Arc<RunOptions>)>,
     /// Whether the watchdog terminated it.
     fired: bool,
+    /// When the watchdog wakes by itself (`None`: only when notified).
+    /// Calls of one run share its deadline, so arming one rarely needs to
+    /// wake the watchdog: a notify per call cost a context switch per
+    /// inference, which small graphs (silero: ~0.2 ms) feel.
+    sleeping_until: Option<Instant>,
     /// The graph is gone: the watchdog ends.
     closed: bool,
 }
@@ -154,27 +171,47 @@ impl Watch {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The watchdog's loop: sleeps until the armed deadline (or a change),
-    /// and terminates the armed call when it passes.
+    /// The watchdog's loop: sleeps until the armed deadline (or a
+    /// notify), and terminates the armed call when it passes. A call that
+    /// ended leaves the watchdog asleep until its deadline.
     fn watch(&self) {
         let mut s = self.lock();
         while !s.closed {
-            s = match &s.armed {
-                None => self.wake.wait(s).unwrap_or_else(|p| p.into_inner()),
-                Some((deadline, options)) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
+            let deadline = s.armed.as_ref().map(|(d, _)| *d);
+            let now = Instant::now();
+            match deadline {
+                Some(d) if d <= now => {
+                    if let Some((_, options)) = s.armed.take() {
                         let _ = options.terminate();
-                        s.armed = None;
-                        s.fired = true;
-                        continue;
                     }
-                    self.wake
-                        .wait_timeout(s, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+                    s.fired = true;
                 }
-            };
+                Some(d) => {
+                    s.sleeping_until = Some(d);
+                    s = self
+                        .wake
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                None => {
+                    s.sleeping_until = None;
+                    s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
+    }
+
+    /// Arms `deadline` for the call about to run, waking the watchdog only
+    /// when it would not wake by `deadline` by itself.
+    fn arm(&self, deadline: Instant, options: Arc<RunOptions>) {
+        let mut s = self.lock();
+        s.armed = Some((deadline, options));
+        s.fired = false;
+        let asleep_past = s.sleeping_until.is_none_or(|t| t > deadline);
+        drop(s);
+        if asleep_past {
+            self.wake.notify_all();
         }
     }
 }
@@ -304,11 +341,7 @@ impl OrtGraph {
                     .name("tally-ort-watchdog".into())
                     .spawn(move || watch.watch());
             });
-            let mut s = self.watch.lock();
-            s.armed = Some((deadline, options.clone()));
-            s.fired = false;
-            drop(s);
-            self.watch.wake.notify_all();
+            self.watch.arm(deadline, options.clone());
         }
         let outputs = session.run_with_options(values, &options);
         let terminated = {

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use tally_manifest::ExecutionTarget;
 use tally_nn_tract::{Model, NnError, Tensor};
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::tract_core::{knobs, tract_linalg};
 
 use crate::{Backend, BackendKind, LoadedGraph};
@@ -14,15 +15,25 @@ pub(crate) const MAX_PLANS: usize = 8;
 /// Native tract. tract picks kernels for the CPU (AVX2, AVX-512, NEON…), so
 /// its bits differ between CPUs; [`TractBackend::new`] with `generic` forces
 /// the portable scalar kernels, the same on every x86-64 host.
+///
+/// With more than one thread, matrix products are split by output tiles
+/// over a pool owned by the backend; each output element is still summed
+/// by one kernel in one order, so the bits do not depend on the thread
+/// count (the `threads_do_not_change_bits` test holds this). The count is
+/// in the detail all the same, as ONNX Runtime's is.
 pub struct TractBackend {
     isa: String,
+    threads: usize,
+    executor: Executor,
 }
 
 impl TractBackend {
     /// A native tract backend. `generic` forces generic kernels. tract
     /// probes the CPU once per process, so the first backend built decides;
-    /// asking for the other setting later is an error.
-    pub fn new(generic: bool) -> Result<Self, NnError> {
+    /// asking for the other setting later is an error. `threads` (at least
+    /// 1) is the size of the pool matrix products are split over; 1 runs
+    /// everything on the calling thread.
+    pub fn new(generic: bool, threads: usize) -> Result<Self, NnError> {
         if generic && !knobs::set_str("TRACT_CPU_ISA", &format!("-{}", std::env::consts::ARCH)) {
             return Err(NnError::Plan("tract has no TRACT_CPU_ISA knob".into()));
         }
@@ -33,7 +44,17 @@ impl TractBackend {
                 "tract already chose its kernels in this process ({isa}); run generic and native tract in separate processes"
             )));
         }
-        Ok(TractBackend { isa })
+        let threads = threads.max(1);
+        let executor = if threads == 1 {
+            Executor::SingleThread
+        } else {
+            Executor::multithread_with_name(threads, "tally-tract")
+        };
+        Ok(TractBackend {
+            isa,
+            threads,
+            executor,
+        })
     }
 }
 
@@ -43,10 +64,11 @@ impl Backend for TractBackend {
     }
     fn detail(&self) -> String {
         format!(
-            "tract-onnx {} {} isa={}",
+            "tract-onnx {} {} isa={} threads={}",
             crate::TRACT_ONNX_VERSION,
             std::env::consts::ARCH,
-            self.isa
+            self.isa,
+            self.threads
         )
     }
     fn load(&self, bytes: &[u8], target: ExecutionTarget) -> Result<Arc<dyn LoadedGraph>, NnError> {
@@ -58,6 +80,7 @@ impl Backend for TractBackend {
         Ok(Arc::new(TractGraph {
             model: Mutex::new(Model::load(bytes, MAX_PLANS)?),
             bytes: bytes.len() as u64,
+            executor: self.executor.clone(),
         }))
     }
 }
@@ -66,6 +89,8 @@ struct TractGraph {
     model: Mutex<Model>,
     /// The graph's size in bytes.
     bytes: u64,
+    /// The backend's thread pool (or the calling thread).
+    executor: Executor,
 }
 
 impl LoadedGraph for TractGraph {
@@ -76,7 +101,7 @@ impl LoadedGraph for TractGraph {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .plan(&sig)?;
-        plan.run(inputs, max_output_bytes)
+        multithread_tract_scope(self.executor.clone(), || plan.run(inputs, max_output_bytes))
     }
 
     /// An estimate: the parsed graph, and its weights once more per plan

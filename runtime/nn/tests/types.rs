@@ -57,8 +57,10 @@ fn ort() -> OrtBackend {
 
 #[test]
 fn every_wasi_nn_type_round_trips_through_tract_and_onnxruntime() {
-    let backends: [Box<dyn Backend>; 2] =
-        [Box::new(TractBackend::new(false).unwrap()), Box::new(ort())];
+    let backends: [Box<dyn Backend>; 2] = [
+        Box::new(TractBackend::new(false, 1).unwrap()),
+        Box::new(ort()),
+    ];
     // (type, ONNX data type, three values as little-endian bytes)
     let h = |v: f32| half::f16::from_f32(v).to_le_bytes();
     let cases: Vec<(ElemType, i32, Vec<u8>)> = vec![

@@ -131,6 +131,11 @@ pub struct SandboxConfig {
     /// For the `tract` backend: force generic kernels, the same on every
     /// host of an architecture. Default: `false` (the CPU's best kernels).
     pub tract_generic: bool,
+    /// Intra-op threads of a native backend (`tract`: matrix products over
+    /// a pool; `onnxruntime`: its intra-op pool), at least 1, recorded in
+    /// the backend detail. The portable backend is single-threaded: wasm
+    /// threads are off in the profile. Default: 1.
+    pub threads: usize,
     /// For the `onnxruntime` backend: where the library is. Default:
     /// [`OrtConfig::default`].
     pub ort: OrtConfig,
@@ -156,6 +161,7 @@ impl Default for SandboxConfig {
             unmetered: false,
             backend: BackendKind::default(),
             tract_generic: false,
+            threads: 1,
             ort: OrtConfig::default(),
             gpu: false,
             cache_bytes: DEFAULT_CACHE_BYTES,
@@ -187,6 +193,11 @@ impl SandboxConfig {
     /// Sets [`SandboxConfig::backend`].
     pub fn backend(mut self, b: BackendKind) -> Self {
         self.backend = b;
+        self
+    }
+    /// Sets [`SandboxConfig::threads`].
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
         self
     }
     /// Sets [`SandboxConfig::tract_generic`].
@@ -307,11 +318,13 @@ impl Sandbox {
                 Arc::new(portable::PortableBackend::new(config.cache_dir.as_deref()).map_err(fail)?)
             }
             BackendKind::Tract => Arc::new(
-                tally_nn::TractBackend::new(config.tract_generic)
+                tally_nn::TractBackend::new(config.tract_generic, config.threads)
                     .map_err(|e| fail(e.to_string()))?,
             ),
             BackendKind::OnnxRuntime => {
-                Arc::new(tally_nn::OrtBackend::new(&config.ort).map_err(|e| fail(e.to_string()))?)
+                let mut ort = config.ort.clone();
+                ort.threads = config.threads;
+                Arc::new(tally_nn::OrtBackend::new(&ort).map_err(|e| fail(e.to_string()))?)
             }
             other => return Err(fail(format!("`{other}` is not built into this host"))),
         };

@@ -173,7 +173,7 @@ impl Backend for PortableBackend {
     }
     fn detail(&self) -> String {
         format!(
-            "tract-onnx {} wasm32-wasip1+simd128 module={} semantics={}",
+            "tract-onnx {} wasm32-wasip1+simd128+relaxed-simd module={} semantics={}",
             tally_nn::TRACT_ONNX_VERSION,
             module_digest(),
             crate::profile::semantics_digest()
@@ -357,6 +357,78 @@ pub const ANALYSIS_MEMORY_BYTES: usize = 1 << 30;
 pub(crate) struct BoundedCosts {
     cache_dir: Option<PathBuf>,
     caches: Arc<Caches>,
+    /// The results kept on disk, when the sandbox has a cache directory.
+    disk: Option<DiskAnalyses>,
+}
+
+/// Most analysis results kept on disk per portable module: a guest that
+/// varies its input shapes must not fill the host's disk (about 100 bytes
+/// each; past the cap results are kept in memory only).
+pub const MAX_DISK_ANALYSES: usize = 4096;
+
+/// Analysis results (costs, refusals, load checks) on disk, under
+/// `CACHE/analyses/MODULE/`, so that a fresh process — every `tally run`
+/// and `tally verify` — does not load each graph into the portable engine
+/// again to analyse it (a PP-OCRv4 graph takes tract in wasm a second or
+/// more to load). Keyed by the portable module's digest (it computes
+/// them), the graph's digest and the input signature; only deterministic
+/// results are kept, written atomically; a file that does not parse is
+/// ignored. The directory is the host's own, as trusted as its compiled
+/// modules: a verifier's costs come from its own.
+struct DiskAnalyses {
+    dir: PathBuf,
+    /// Files written or found, once counted.
+    count: OnceLock<AtomicU64>,
+}
+
+impl DiskAnalyses {
+    fn new(cache_dir: &Path) -> Self {
+        DiskAnalyses {
+            dir: cache_dir.join("analyses").join(module_digest().to_string()),
+            count: OnceLock::new(),
+        }
+    }
+
+    fn cost_name(digest: &Digest, sig: &Signature) -> String {
+        // The whole digest: a guest picks its shapes, and must not be able
+        // to find one whose name is that of a cheaper signature.
+        format!("cost-{digest}-{}", Digest::of(&encode_signature(sig)))
+    }
+
+    fn load_name(digest: &Digest) -> String {
+        format!("load-{digest}")
+    }
+
+    /// A kept result: `Ok(value)` or a refusal.
+    fn get(&self, name: &str) -> Option<Result<u64, String>> {
+        let bytes = std::fs::read(self.dir.join(name)).ok()?;
+        match bytes.split_first()? {
+            (b'O', v) => Some(Ok(u64::from_le_bytes(v.try_into().ok()?))),
+            (b'E', why) => Some(Err(String::from_utf8(why.to_vec()).ok()?)),
+            _ => None,
+        }
+    }
+
+    /// Keeps `result`, unless [`MAX_DISK_ANALYSES`] are kept already.
+    fn put(&self, name: &str, result: &Result<u64, String>) {
+        let count = self.count.get_or_init(|| {
+            let n = std::fs::read_dir(&self.dir).map_or(0, |d| d.count());
+            AtomicU64::new(n as u64)
+        });
+        if count.fetch_add(1, Ordering::Relaxed) >= MAX_DISK_ANALYSES as u64 {
+            return;
+        }
+        let bytes = match result {
+            Ok(v) => [&b"O"[..], &v.to_le_bytes()].concat(),
+            Err(why) => [&b"E"[..], why.as_bytes()].concat(),
+        };
+        let path = self.dir.join(name);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&self.dir);
+        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
 }
 
 impl BoundedCosts {
@@ -364,6 +436,7 @@ impl BoundedCosts {
         BoundedCosts {
             cache_dir: cache_dir.map(Path::to_path_buf),
             caches,
+            disk: cache_dir.map(DiskAnalyses::new),
         }
     }
 
@@ -383,6 +456,11 @@ impl BoundedCosts {
         if let Some(Value::Cost(c)) = self.caches.get(&key) {
             return c.map_err(NnError::Plan);
         }
+        let name = DiskAnalyses::cost_name(digest, sig);
+        if let Some(kept) = self.disk.as_ref().and_then(|d| d.get(&name)) {
+            self.caches.insert(key, Value::Cost(kept.clone()));
+            return kept.map_err(NnError::Plan);
+        }
         let cost = self.analyse(bytes, sig, deadline);
         let remembered = match &cost {
             Ok(c) => Ok(*c),
@@ -390,6 +468,9 @@ impl BoundedCosts {
             // The deadline and host faults are not the graph's doing.
             Err(_) => return cost,
         };
+        if let Some(d) = &self.disk {
+            d.put(&name, &remembered);
+        }
         self.caches.insert(key, Value::Cost(remembered));
         cost
     }
@@ -434,12 +515,21 @@ impl BoundedCosts {
         if let Some(Value::LoadCheck(r)) = self.caches.get(&key) {
             return r.map_err(NnError::Plan);
         }
+        let name = DiskAnalyses::load_name(digest);
+        if let Some(kept) = self.disk.as_ref().and_then(|d| d.get(&name)) {
+            let kept = kept.map(drop);
+            self.caches.insert(key, Value::LoadCheck(kept.clone()));
+            return kept.map_err(NnError::Plan);
+        }
         let checked = self.fold(bytes, deadline);
         let remembered = match &checked {
             Ok(()) => Ok(()),
             Err(NnError::Plan(why)) => Err(why.clone()),
             Err(_) => return checked,
         };
+        if let Some(d) = &self.disk {
+            d.put(&name, &remembered.clone().map(|()| 0));
+        }
         self.caches.insert(key, Value::LoadCheck(remembered));
         checked
     }
@@ -538,5 +628,74 @@ impl PortableGraph {
             return Err(NnError::Run(String::from_utf8_lossy(&result).into_owned()));
         }
         Ok(decode_tensors(&result, max_output_bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_nn::ElemType;
+
+    /// The portable module compiled for Pulley (wasmtime's interpreter)
+    /// instead of this CPU.
+    fn pulley() -> Compiled {
+        let mut c = crate::profile::semantic_config();
+        c.target("pulley64").unwrap();
+        c.epoch_interruption(true);
+        let engine = Engine::new(&c).unwrap();
+        let module = Module::new(&engine, tally_portable_module::WASM).unwrap();
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut PData| &mut d.wasi).unwrap();
+        Compiled {
+            engine,
+            module,
+            linker: Arc::new(linker),
+        }
+    }
+
+    /// silero VAD, `steps` steps on deterministic noise, on `compiled`:
+    /// every output's bytes.
+    fn silero(compiled: Compiled, steps: usize) -> Vec<Vec<u8>> {
+        let bytes = tally_test_artifacts::pkg::asset("silero_vad_openvino_16k.onnx");
+        let graph = PortableGraph {
+            compiled,
+            bytes,
+            instance: Mutex::new(None),
+            resident: AtomicU64::new(0),
+        };
+        let f32s = |dims: &[u32], v: &[f32]| {
+            let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            Tensor::new(ElemType::F32, dims.to_vec(), data, 1 << 20).unwrap()
+        };
+        let mut x = 0x2545f491u32;
+        let mut state = f32s(&[2, 1, 128], &[0.0; 256]);
+        let mut out = Vec::new();
+        for _ in 0..steps {
+            let audio: Vec<f32> = (0..576)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (x as f32 / u32::MAX as f32 - 0.5) * 0.6
+                })
+                .collect();
+            let o = graph
+                .run(&[f32s(&[1, 576], &audio), state.clone()], 1 << 20)
+                .unwrap();
+            out.extend(o.iter().map(|t| t.data().to_vec()));
+            state = o[1].clone();
+        }
+        out
+    }
+
+    /// The same bits under Cranelift on this CPU and under Pulley: the
+    /// module's relaxed-SIMD fused multiply-adds (the profile makes them
+    /// fused everywhere) and its NaN canonicalisation included.
+    #[test]
+    fn the_portable_module_computes_the_same_bits_under_pulley() {
+        let native = silero(compiled(None).unwrap(), 3);
+        let interpreted = silero(pulley(), 3);
+        assert_eq!(native.len(), 6);
+        assert_eq!(native, interpreted);
     }
 }

@@ -46,6 +46,10 @@ pub struct ServerConfig {
     /// Runs executing at once. Default: the number of CPUs, at most
     /// [`tally_sandbox::POOL_INSTANCES`].
     pub workers: usize,
+    /// Intra-op threads per inference of a native backend (see
+    /// [`SandboxConfig::threads`]); a host with more cores than workers
+    /// gives each run several. Default: 1.
+    pub threads: usize,
     /// Runs waiting beyond the workers before requests are shed. Default: 64.
     pub queue: usize,
     /// Publisher keys allowed to upload; `None` (default) is open mode.
@@ -114,6 +118,7 @@ impl Default for ServerConfig {
                 .map(|n| n.get())
                 .unwrap_or(2)
                 .min(tally_sandbox::POOL_INSTANCES),
+            threads: 1,
             queue: 64,
             publishers: None,
             token: None,
@@ -146,6 +151,8 @@ pub struct ConfigFile {
     pub key: Option<PathBuf>,
     /// `--workers`.
     pub workers: Option<usize>,
+    /// `--threads`.
+    pub threads: Option<usize>,
     /// `--queue`.
     pub queue: Option<usize>,
     /// `--publishers`.
@@ -290,7 +297,8 @@ impl AppState {
                 .pooling(true)
                 .cache_dir(config.store.join("cache"))
                 .cache_bytes(config.cache_bytes)
-                .backend(config.backend),
+                .backend(config.backend)
+                .threads(config.threads),
         )?;
         let sandbox = Arc::new(sandbox);
         Ok(Arc::new(AppState {

@@ -50,6 +50,11 @@ pub struct BackendArgs {
     /// host of an architecture) instead of the CPU's best.
     #[arg(long)]
     pub tract_generic: bool,
+    /// With a native backend (tract, onnxruntime): intra-op threads per
+    /// inference. Recorded in the receipt's backend detail; a replay with
+    /// another count checks within the manifest's tolerances.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
     /// With `--backend onnxruntime`: the library (default: $ORT_DYLIB_PATH,
     /// else .assets/libonnxruntime.so.1.31.1; scripts/fetch-assets.sh gets it).
     #[arg(long, value_name = "FILE")]
@@ -166,6 +171,7 @@ pub fn sandbox(store: &Path, target: TargetArg, nn: &BackendArgs) -> Result<Sand
         .cache_dir(store.join("cache"))
         .backend(nn.backend)
         .tract_generic(nn.tract_generic)
+        .threads(nn.threads.into())
         .ort(ort);
     Ok(Sandbox::new(config)?)
 }

@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Runs executing at once (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Intra-op threads per inference of a native backend (tract,
+    /// onnxruntime), recorded in each receipt's backend detail (default 1).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Inference backend: portable (default), tract or onnxruntime (library
     /// from $ORT_DYLIB_PATH).
     #[arg(long, value_name = "NAME")]
@@ -122,6 +126,9 @@ pub fn serve(a: ServeArgs, store_flag: Option<&Path>) -> Result<(), Failure> {
     }
     if let Some(n) = a.workers.or(file.workers) {
         config.workers = n.max(1);
+    }
+    if let Some(n) = a.threads.or(file.threads) {
+        config.threads = n.clamp(1, 256);
     }
     config.warm_up = !a.no_warm_up && file.warm_up.unwrap_or(true);
     if let Some(mib) = a.cache_mib.or(file.cache_mib) {

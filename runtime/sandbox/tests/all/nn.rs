@@ -1042,3 +1042,65 @@ fn output_copies_are_paid_per_byte_before_they_are_made() {
     }
     panic!("no budget stops the run at get_output for lack of fuel for the copy");
 }
+
+/// A sandbox on `kind` with its cache in `dir`.
+fn cached_sandbox(kind: BackendKind, dir: &std::path::Path) -> Sandbox {
+    let mut ort = OrtConfig::default();
+    ort.library = assets_dir().join("libonnxruntime.so.1.31.1");
+    Sandbox::new(
+        SandboxConfig::default()
+            .backend(kind)
+            .ort(ort)
+            .cache_dir(dir),
+    )
+    .unwrap()
+}
+
+#[test]
+fn analyses_are_kept_on_disk_and_a_fresh_sandbox_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = vad_package();
+    let input = &speech_sample().0;
+    let first = cached_sandbox(BackendKind::Tract, dir.path())
+        .run(&pkg, &RunRequest::new(input))
+        .unwrap();
+    assert_eq!(first.claim.outcome, Outcome::Ok, "{:?}", first.stderr);
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("analyses"))
+        .unwrap()
+        .flat_map(|m| std::fs::read_dir(m.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .collect();
+    let named = |prefix: &str| {
+        kept.iter()
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // One graph, one input signature.
+    let (costs, loads) = (named("cost-"), named("load-"));
+    assert_eq!((costs.len(), loads.len()), (1, 1), "{kept:?}");
+    // A fresh sandbox takes the cost from disk rather than analysing
+    // again: a kept cost raised by 1000 raises every compute's price.
+    let bytes = std::fs::read(&costs[0]).unwrap();
+    assert_eq!(bytes[0], b'O');
+    let cost = u64::from_le_bytes(bytes[1..].try_into().unwrap());
+    std::fs::write(
+        &costs[0],
+        [&b"O"[..], &(cost + 1000).to_le_bytes()].concat(),
+    )
+    .unwrap();
+    let second = cached_sandbox(BackendKind::Tract, dir.path())
+        .run(&pkg, &RunRequest::new(input))
+        .unwrap();
+    let computes = input.len().saturating_sub(44).div_ceil(2 * 512) as u64;
+    assert_eq!(
+        second.claim.fuel_consumed,
+        first.claim.fuel_consumed + 1000 * computes
+    );
+    // A file that does not parse is no result: the graph is analysed again.
+    std::fs::write(&costs[0], b"junk").unwrap();
+    let third = cached_sandbox(BackendKind::Tract, dir.path())
+        .run(&pkg, &RunRequest::new(input))
+        .unwrap();
+    assert_eq!(third.claim, first.claim);
+}
