@@ -25,8 +25,18 @@ pub fn read_input() -> Vec<u8> {
 }
 
 /// Writes `bytes` to stdout and flushes it.
+///
+/// Straight to file descriptor 1, not through `std::io::stdout()`: that is
+/// line-buffered, and a line writer splits a write at its last newline
+/// byte, so binary output (tensors) would take a number of host calls, and
+/// of fuel, that depends on its values. Values may differ, within the
+/// manifest's tolerance, between inference backends; what a stage pays to
+/// write them should not.
 pub fn write_output(bytes: &[u8]) {
-    let mut out = std::io::stdout().lock();
+    use std::os::fd::FromRawFd;
+    // SAFETY: descriptor 1 is the process's stdout, open for its whole
+    // life; `ManuallyDrop` leaves it open when `out` goes.
+    let mut out = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) });
     if let Err(e) = out.write_all(bytes).and_then(|_| out.flush()) {
         fail(3, &format!("cannot write stdout: {e}"));
     }
