@@ -154,8 +154,10 @@ fn a_graph_that_folds_into_gigabytes_is_refused_within_the_analysis_cap() {
     let d = Dir::new();
     d.write("in", &[0u8; 4]);
     let ort = tally_test_artifacts::pkg::assets_dir().join("libonnxruntime.so.1.31.1");
+    let mut kept = Vec::new();
     for (rows, cols) in [(65536, 32768), (16384, 16384)] {
         let graph = tally_test_artifacts::onnx::constant_of_shape_sum(rows, cols);
+        kept.push(format!("load-{}", tally_digest::Digest::of(&graph)));
         d.write("fold/g.onnx", &graph);
         let extra = format!(
             "[graphs.g]\npath = \"g.onnx\"\ndigest = \"{}\"\n",
@@ -193,6 +195,16 @@ fn a_graph_that_folds_into_gigabytes_is_refused_within_the_analysis_cap() {
             );
         }
     }
+    // The refusal tract decided (a constant it will not materialise) is
+    // kept on disk for the next process; the one the memory cap trapped is
+    // not (a trap is not always the graph's doing).
+    let on_disk: Vec<String> = std::fs::read_dir(d.path("home/cache/analyses"))
+        .unwrap()
+        .flat_map(|m| std::fs::read_dir(m.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("load-"))
+        .collect();
+    assert_eq!(on_disk, &kept[..1], "{on_disk:?}");
     let peak = children_peak_rss();
     assert!(
         peak < 3 << 30,

@@ -101,7 +101,15 @@ impl LoadedGraph for TractGraph {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .plan(&sig)?;
-        multithread_tract_scope(self.executor.clone(), || plan.run(inputs, max_output_bytes))
+        // A panic (caught by the sandbox) is carried out of the scope, so
+        // tract restores this thread's executor; unwinding through it would
+        // leave the pool in the thread's local storage.
+        let ran = multithread_tract_scope(self.executor.clone(), || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                plan.run(inputs, max_output_bytes)
+            }))
+        });
+        ran.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     /// An estimate: the parsed graph, and its weights once more per plan

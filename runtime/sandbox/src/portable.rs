@@ -167,16 +167,39 @@ fn compile(engine: &Engine, digest: &Digest, cache_dir: Option<&Path>) -> Result
     Ok(module)
 }
 
+/// How this host's Cranelift lowers a relaxed multiply-add: `native` (an
+/// FMA instruction) or `libcall` (x86-64 without AVX and FMA: a correctly
+/// rounded software call). Both fuse, so finite results are the same bits;
+/// but NaN canonicalisation rewrites FMA instructions and not calls, so a
+/// NaN one of them makes may carry another sign or payload. Hosts that
+/// differ here replay each other's receipts as on another backend (within
+/// the manifest's tolerances, NaN matched by position), not bit for bit.
+fn fma() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx") && std::is_x86_feature_detected!("fma") {
+            "native"
+        } else {
+            "libcall"
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "native"
+    }
+}
+
 impl Backend for PortableBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Portable
     }
     fn detail(&self) -> String {
         format!(
-            "tract-onnx {} wasm32-wasip1+simd128+relaxed-simd module={} semantics={}",
+            "tract-onnx {} wasm32-wasip1+simd128+relaxed-simd module={} semantics={} fma={}",
             tally_nn::TRACT_ONNX_VERSION,
             module_digest(),
-            crate::profile::semantics_digest()
+            crate::profile::semantics_digest(),
+            fma()
         )
     }
     fn warm(&self) -> Result<(), NnError> {
@@ -366,14 +389,17 @@ pub(crate) struct BoundedCosts {
 /// each; past the cap results are kept in memory only).
 pub const MAX_DISK_ANALYSES: usize = 4096;
 
+/// Longest refusal kept on disk, in bytes.
+const MAX_DISK_REFUSAL_BYTES: usize = 1024;
+
 /// Analysis results (costs, refusals, load checks) on disk, under
 /// `CACHE/analyses/MODULE/`, so that a fresh process — every `tally run`
 /// and `tally verify` — does not load each graph into the portable engine
 /// again to analyse it (a PP-OCRv4 graph takes tract in wasm a second or
 /// more to load). Keyed by the portable module's digest (it computes
-/// them), the graph's digest and the input signature; only deterministic
-/// results are kept, written atomically; a file that does not parse is
-/// ignored. The directory is the host's own, as trusted as its compiled
+/// them), the graph's digest and the input signature; only what the module
+/// decided is kept ([`Analysed`]), written atomically; a file that does not
+/// parse is ignored. The directory is the host's own, as trusted as its compiled
 /// modules: a verifier's costs come from its own.
 struct DiskAnalyses {
     dir: PathBuf,
@@ -420,12 +446,20 @@ impl DiskAnalyses {
         }
         let bytes = match result {
             Ok(v) => [&b"O"[..], &v.to_le_bytes()].concat(),
+            // A refusal names the graph's nodes, which its publisher
+            // chose: a long one is kept in memory only.
+            Err(why) if why.len() > MAX_DISK_REFUSAL_BYTES => return,
             Err(why) => [&b"E"[..], why.as_bytes()].concat(),
         };
+        static TMP: AtomicU64 = AtomicU64::new(0);
         let path = self.dir.join(name);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = self.dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            TMP.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::create_dir_all(&self.dir);
-        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+        if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, &path).is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
     }
@@ -461,37 +495,63 @@ impl BoundedCosts {
             self.caches.insert(key, Value::Cost(kept.clone()));
             return kept.map_err(NnError::Plan);
         }
-        let cost = self.analyse(bytes, sig, deadline);
+        let Analysed { result: cost, keep } = self.analyse(bytes, sig, deadline);
         let remembered = match &cost {
             Ok(c) => Ok(*c),
             Err(NnError::Plan(why)) => Err(why.clone()),
             // The deadline and host faults are not the graph's doing.
             Err(_) => return cost,
         };
-        if let Some(d) = &self.disk {
+        if let (Some(d), true) = (&self.disk, keep) {
             d.put(&name, &remembered);
         }
         self.caches.insert(key, Value::Cost(remembered));
         cost
     }
 
-    fn analyse(&self, bytes: &[u8], sig: &Signature, deadline: Instant) -> Result<u64, NnError> {
-        let c = compiled(self.cache_dir.as_deref())?;
-        let mut inst = instantiate(&c, bytes, ANALYSIS_MEMORY_BYTES).map_err(analysis_error)?;
-        inst.store.set_epoch_deadline(ticks_until(deadline));
+    fn analyse(&self, bytes: &[u8], sig: &Signature, deadline: Instant) -> Analysed<u64> {
+        let mut inst = match self.analysis_instance(bytes, deadline) {
+            Ok(inst) => inst,
+            Err(failed) => return Analysed::failed(failed),
+        };
         let encoded = encode_signature(sig);
-        let ptr = inst.put(&encoded).map_err(analysis_error)?;
-        let status = inst
-            .cost
-            .call(&mut inst.store, (inst.handle, ptr, encoded.len() as u32))
-            .map_err(|e| analysis_error(werr(e)))?;
-        let result = inst.result().map_err(analysis_error)?;
-        if status != 0 {
-            return Err(NnError::Plan(String::from_utf8_lossy(&result).into_owned()));
-        }
-        Ok(u64::from_le_bytes(result.try_into().map_err(|_| {
-            NnError::Plan("the cost analysis returned no cost".into())
-        })?))
+        let status = match inst.put(&encoded).and_then(|ptr| {
+            inst.cost
+                .call(&mut inst.store, (inst.handle, ptr, encoded.len() as u32))
+                .map_err(werr)
+        }) {
+            Ok(status) => status,
+            Err(e) => return Analysed::trapped(e),
+        };
+        let result = match inst.result() {
+            Ok(r) => r,
+            Err(e) => return Analysed::trapped(e),
+        };
+        let result = if status != 0 {
+            Err(NnError::Plan(String::from_utf8_lossy(&result).into_owned()))
+        } else {
+            result
+                .try_into()
+                .map(u64::from_le_bytes)
+                .map_err(|_| NnError::Plan("the cost analysis returned no cost".into()))
+        };
+        Analysed { result, keep: true }
+    }
+
+    /// A fresh analysis instance with `bytes` loaded, stopped at
+    /// `deadline`; the module's refusal of the graph is its decision.
+    fn analysis_instance(
+        &self,
+        bytes: &[u8],
+        deadline: Instant,
+    ) -> Result<PInstance, (NnError, bool)> {
+        let c = compiled(self.cache_dir.as_deref()).map_err(|e| (e, false))?;
+        let mut inst = instantiate(&c, bytes, ANALYSIS_MEMORY_BYTES).map_err(|e| match e {
+            NnError::Plan(_) => (e, true),
+            e => (analysis_error(e), false),
+        })?;
+        inst.store.set_epoch_deadline(ticks_until(deadline));
+        Ok(inst)
     }
 
     /// Checks, once per graph, that folding `bytes`' input-independent
@@ -521,40 +581,80 @@ impl BoundedCosts {
             self.caches.insert(key, Value::LoadCheck(kept.clone()));
             return kept.map_err(NnError::Plan);
         }
-        let checked = self.fold(bytes, deadline);
+        let Analysed {
+            result: checked,
+            keep,
+        } = self.fold(bytes, deadline);
         let remembered = match &checked {
             Ok(()) => Ok(()),
             Err(NnError::Plan(why)) => Err(why.clone()),
             Err(_) => return checked,
         };
-        if let Some(d) = &self.disk {
+        if let (Some(d), true) = (&self.disk, keep) {
             d.put(&name, &remembered.clone().map(|()| 0));
         }
         self.caches.insert(key, Value::LoadCheck(remembered));
         checked
     }
 
-    fn fold(&self, bytes: &[u8], deadline: Instant) -> Result<(), NnError> {
-        let c = compiled(self.cache_dir.as_deref())?;
-        let mut inst = instantiate(&c, bytes, ANALYSIS_MEMORY_BYTES).map_err(analysis_error)?;
-        inst.store.set_epoch_deadline(ticks_until(deadline));
-        let status = inst
-            .fold
-            .call(&mut inst.store, inst.handle)
-            .map_err(|e| analysis_error(werr(e)))?;
+    fn fold(&self, bytes: &[u8], deadline: Instant) -> Analysed<()> {
+        let mut inst = match self.analysis_instance(bytes, deadline) {
+            Ok(inst) => inst,
+            Err(failed) => return Analysed::failed(failed),
+        };
+        let status = match inst.fold.call(&mut inst.store, inst.handle) {
+            Ok(status) => status,
+            Err(e) => return Analysed::trapped(werr(e)),
+        };
         if status != 0 {
             // tract could not type the graph with its declared inputs (it
             // cannot always do so symbolically; its calls are analysed per
             // signature), or it refused to materialise a constant: only
             // the latter is about folding, and it is refused.
-            let why = String::from_utf8_lossy(&inst.result().map_err(analysis_error)?).into_owned();
+            let why = match inst.result() {
+                Ok(r) => String::from_utf8_lossy(&r).into_owned(),
+                Err(e) => return Analysed::trapped(e),
+            };
             if why.contains("too large") {
-                return Err(NnError::Plan(format!(
-                    "folding the graph's constants: {why}"
-                )));
+                return Analysed {
+                    result: Err(NnError::Plan(format!(
+                        "folding the graph's constants: {why}"
+                    ))),
+                    keep: true,
+                };
             }
         }
-        Ok(())
+        Analysed {
+            result: Ok(()),
+            keep: true,
+        }
+    }
+}
+
+/// An analysis's result, and whether it may be kept on disk: only what the
+/// module itself decided (a cost, or its refusal of the graph). A trap (the
+/// memory cap, the wasm stack, a tract panic: its message is deterministic,
+/// but a host's failure to map memory is not, nor is the stack depth one
+/// compiler allows), the deadline and host faults are kept in memory at
+/// most, for the life of the process.
+struct Analysed<T> {
+    result: Result<T, NnError>,
+    keep: bool,
+}
+
+impl<T> Analysed<T> {
+    fn trapped(e: NnError) -> Self {
+        Analysed {
+            result: Err(analysis_error(e)),
+            keep: false,
+        }
+    }
+
+    fn failed((e, keep): (NnError, bool)) -> Self {
+        Analysed {
+            result: Err(e),
+            keep,
+        }
     }
 }
 

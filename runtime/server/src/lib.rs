@@ -46,9 +46,11 @@ pub struct ServerConfig {
     /// Runs executing at once. Default: the number of CPUs, at most
     /// [`tally_sandbox::POOL_INSTANCES`].
     pub workers: usize,
-    /// Intra-op threads per inference of a native backend (see
-    /// [`SandboxConfig::threads`]); a host with more cores than workers
-    /// gives each run several. Default: 1.
+    /// Intra-op threads of a native backend (see
+    /// [`SandboxConfig::threads`]): native tract splits matrix products
+    /// over one pool of this many threads, shared by all workers; ONNX
+    /// Runtime gives each loaded graph a pool of this size. For a host with
+    /// more cores than workers. Default: 1.
     pub threads: usize,
     /// Runs waiting beyond the workers before requests are shed. Default: 64.
     pub queue: usize,
