@@ -30,9 +30,9 @@ pub struct TractBackend {
 impl TractBackend {
     /// A native tract backend. `generic` forces generic kernels. tract
     /// probes the CPU once per process, so the first backend built decides;
-    /// asking for the other setting later is an error. `threads` (at least
-    /// 1) is the size of the pool matrix products are split over; 1 runs
-    /// everything on the calling thread.
+    /// asking for the other setting later is an error. `threads` is the
+    /// size of the pool matrix products are split over (at least one); one
+    /// runs everything on the calling thread.
     pub fn new(generic: bool, threads: usize) -> Result<Self, NnError> {
         if generic && !knobs::set_str("TRACT_CPU_ISA", &format!("-{}", std::env::consts::ARCH)) {
             return Err(NnError::Plan("tract has no TRACT_CPU_ISA knob".into()));
