@@ -30,9 +30,7 @@ if ! "$venv/bin/python" -c 'import rapidocr_onnxruntime, onnxruntime' 2>/dev/nul
 fi
 
 echo "== building tally and the guests" >&2
-cargo build --locked -q -p tally-cli
-flags=$(./scripts/guest-flags.sh "$(pwd -P)")
-(cd guests && env -u CARGO_TARGET_DIR CARGO_ENCODED_RUSTFLAGS="$flags" cargo build -q --locked --release --target wasm32-wasip1)
+./scripts/build.sh -q
 tally="$target_dir/debug/tally"
 guests=guests/target/wasm32-wasip1/release
 

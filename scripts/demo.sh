@@ -10,11 +10,7 @@ rustup target add wasm32-wasip1 >/dev/null
 assets=${TALLY_ASSETS:-$PWD/.assets}
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 echo "== building tally and the guests"
-cargo build --locked -p tally-cli
-# The flags of every guest build (runtime/guest-build): modules that do not
-# depend on where this checkout or the cargo home is.
-flags=$(./scripts/guest-flags.sh "$(pwd -P)")
-(cd guests && env -u CARGO_TARGET_DIR CARGO_ENCODED_RUSTFLAGS="$flags" cargo build --locked --release --target wasm32-wasip1)
+./scripts/build.sh
 tally="$target_dir/debug/tally"
 guests=guests/target/wasm32-wasip1/release
 
