@@ -60,7 +60,23 @@ async fn start(tune: impl FnOnce(&mut ServerConfig)) -> Server {
     }
 }
 
+/// An upload that declares 100000 bytes and sends two.
+const STALLED_UPLOAD: &[u8] = b"POST /v1/packages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\nxx";
+
+/// The head of a run submission declaring a 1000-byte body.
+const RUN_HEAD_1000: &[u8] = b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+
 impl Server {
+    /// A raw connection that has sent `bytes`: for requests a client
+    /// library will not make (stalled, trickled, half-sent).
+    async fn sent(&self, bytes: &[u8]) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(self.url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        tcp.write_all(bytes).await.unwrap();
+        tcp
+    }
     async fn upload(&self, bytes: &[u8]) -> (u16, Value) {
         let r = self
             .http
@@ -589,11 +605,8 @@ async fn every_error_is_json() {
 
 /// Sends `request` as it is and reads the answer until the server closes.
 async fn raw(s: &Server, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    use tokio::io::AsyncReadExt;
+    let mut tcp = s.sent(request.as_bytes()).await;
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
         .await
@@ -608,7 +621,6 @@ async fn raw(s: &Server, request: &str) -> String {
 /// until it is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_downloads_are_admitted_as_transfers() {
-    use tokio::io::AsyncWriteExt;
     let s = start(|c| {
         c.workers = 1;
         c.queue = 0;
@@ -652,13 +664,7 @@ async fn large_downloads_are_admitted_as_transfers() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // An upload that declares its size and stalls holds the one slot.
-    let mut stalled = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    stalled
-        .write_all(b"POST /v1/packages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\nxx")
-        .await
-        .unwrap();
+    let stalled = s.sent(STALLED_UPLOAD).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = s.get(&paths[0]).await;
@@ -692,22 +698,18 @@ async fn large_downloads_are_admitted_as_transfers() {
 /// more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_publisher_is_answered_before_its_blobs_arrive() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let allowed = SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes();
     let s = start(|c| c.publishers = Some(vec![allowed])).await;
     let (_, bytes) = bundle("echo", "", 2);
     // Manifest and signature entries: the first 4 KiB hold both of a
     // one-stage package's (headers, text, padding) but not its guest.
     let head = &bytes[..4096];
-    let mut tcp = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
-        .await
-        .unwrap();
     let request = format!(
         "POST /v1/packages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
         bytes.len()
     );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    tcp.write_all(head).await.unwrap();
+    let mut tcp = s.sent(&[request.as_bytes(), head].concat()).await;
     let mut answer = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut answer))
         .await
@@ -751,20 +753,16 @@ async fn a_loopback_server_refuses_other_host_names() {
 /// its admission only until the body timeout, not forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_body_times_out_and_frees_its_slot() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let s = start(|c| {
         c.workers = 1;
         c.queue = 0;
         c.body_timeout = Duration::from_millis(500);
     })
     .await;
-    let addr = s.url.trim_start_matches("http://").to_string();
-    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    sock.write_all(
-        b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"package_id\":",
-    )
-    .await
-    .unwrap();
+    let mut sock = s
+        .sent(&[RUN_HEAD_1000, &b"{\"package_id\":"[..]].concat())
+        .await;
     // The stalled request holds the only slot...
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(s.state.inflight(), 1);
@@ -791,14 +789,7 @@ async fn a_trickled_body_meets_its_deadline() {
         c.body_timeout = Duration::from_secs(1);
     })
     .await;
-    let mut sock = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    sock.write_all(
-        b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let sock = s.sent(RUN_HEAD_1000).await;
     let started = std::time::Instant::now();
     let (mut rd, mut wr) = sock.into_split();
     let trickle = tokio::spawn(async move {
@@ -910,7 +901,6 @@ async fn a_parsed_request_hands_back_what_it_no_longer_holds() {
 /// `client_busy`, while the pool itself still has room for others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gets_only_its_share() {
-    use tokio::io::AsyncWriteExt;
     let s = start(|c| {
         c.workers = 1;
         c.queue = 4;
@@ -929,13 +919,7 @@ async fn a_client_gets_only_its_share() {
     // uploads hold them; the third transfer is refused.
     let mut stalled = Vec::new();
     for _ in 0..2 {
-        let mut tcp = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
-            .await
-            .unwrap();
-        tcp.write_all(b"POST /v1/packages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\nxx")
-            .await
-            .unwrap();
-        stalled.push(tcp);
+        stalled.push(s.sent(STALLED_UPLOAD).await);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while s.state.transfers() < 2 {
